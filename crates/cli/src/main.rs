@@ -1,0 +1,2 @@
+//! soci-indexer CLI.
+fn main() {}

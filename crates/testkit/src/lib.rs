@@ -1,0 +1,1 @@
+//! Seeded generators of tar layers for tests and benchmarks.

@@ -1,0 +1,75 @@
+//! The crate's error type.
+
+use crate::codec::DecodeError;
+use crate::offset::CompressedOffset;
+use crate::tar::TarError;
+use crate::zinfo::ZinfoError;
+
+/// Everything that can go wrong while building or reading through a zTOC.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading the layer or writing output failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The gzip stream is corrupt.
+    #[error("corrupt gzip data near compressed offset {offset}: {reason}")]
+    CorruptGzip {
+        /// Compressed bytes consumed when the error was found.
+        offset: CompressedOffset,
+        /// zlib's message.
+        reason: String,
+    },
+    /// The gzip stream ends before its last member is complete.
+    #[error("the gzip stream is truncated: it ends at byte {offset} inside a gzip member")]
+    TruncatedGzip {
+        /// Size of the input.
+        offset: CompressedOffset,
+    },
+    /// Bytes after the last gzip member that are not another gzip member.
+    #[error("{len} byte(s) after the gzip member ending at byte {offset} are not a gzip member (trailing garbage); soci cannot index such a layer")]
+    TrailingData {
+        /// Where the last complete member ends.
+        offset: CompressedOffset,
+        /// How many bytes follow it.
+        len: u64,
+    },
+    /// The layer is zstd-compressed, which SOCI cannot index.
+    #[error("the layer is zstd-compressed; SOCI zTOCs support only gzip and uncompressed tar layers")]
+    Zstd,
+    /// The span size is zero.
+    #[error("span size must be at least 1 byte")]
+    ZeroSpanSize,
+    /// The tar stream cannot be indexed.
+    #[error(transparent)]
+    Tar(#[from] TarError),
+    /// Bytes that are not a readable zTOC.
+    #[error("not a valid zTOC: {0}")]
+    Decode(#[from] DecodeError),
+    /// A checkpoint blob is malformed.
+    #[error("invalid checkpoints: {0}")]
+    Zinfo(#[from] ZinfoError),
+    /// The zTOC was built for another layer.
+    #[error("the zTOC does not belong to this layer: {0}")]
+    LayerMismatch(String),
+    /// A span's compressed bytes do not match the digest in the zTOC.
+    #[error("span {span} is corrupt: its sha256 is {actual}, the zTOC says {expected}")]
+    SpanDigestMismatch {
+        /// Span index.
+        span: usize,
+        /// Digest stored in the zTOC.
+        expected: String,
+        /// Digest of the bytes read.
+        actual: String,
+    },
+    /// No entry of that name in the zTOC.
+    #[error("no entry named {0:?} in the zTOC")]
+    NotFound(String),
+    /// The entry exists but has no data to extract.
+    #[error("{name:?} is a {kind}, not a regular file")]
+    NotRegular {
+        /// Entry name.
+        name: String,
+        /// Its type.
+        kind: &'static str,
+    },
+}

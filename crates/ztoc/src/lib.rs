@@ -1,0 +1,27 @@
+//! Build, encode, decode and read through SOCI zTOCs.
+//!
+//! A zTOC is the table of contents of one container image layer plus the zlib checkpoints that let a
+//! reader inflate any span of the layer without reading what comes before it. This crate is pure and
+//! synchronous: bytes in, zTOC out; no network and no async runtime.
+//!
+//! * [`build`] streams a layer (gzip or plain tar) once and returns its [`Ztoc`];
+//! * [`codec`] writes the exact flatbuffer bytes soci-snapshotter writes, and reads zTOCs back;
+//! * [`extract`] reads one file out of a layer by random access, as a lazy-loading consumer does.
+
+pub mod build;
+pub mod codec;
+mod error;
+pub mod extract;
+mod gzip;
+mod model;
+mod offset;
+pub mod tar;
+mod zlib;
+pub mod zinfo;
+
+pub use build::{build_ztoc, BuildOptions, LayerFormat};
+pub use error::Error;
+pub use model::{
+    CompressionInfo, EntryType, FileMetadata, PaxRecord, Toc, Zinfo, Ztoc, DEFAULT_SPAN_SIZE, ZTOC_VERSION,
+};
+pub use offset::{CompressedOffset, UncompressedOffset};

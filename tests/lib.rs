@@ -1,0 +1,1 @@
+//! End-to-end tests of soci-indexer live in `tests.rs`; this library is empty.

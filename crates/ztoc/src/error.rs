@@ -26,12 +26,12 @@ pub enum Error {
         offset: CompressedOffset,
     },
     /// Bytes after the last gzip member that are not another gzip member.
-    #[error("{len} byte(s) after the gzip member ending at byte {offset} are not a gzip member (trailing garbage); soci cannot index such a layer")]
+    #[error("the bytes after the gzip member ending at byte {offset} are not another gzip member ({reason}); soci cannot index a layer with trailing data")]
     TrailingData {
         /// Where the last complete member ends.
         offset: CompressedOffset,
-        /// How many bytes follow it.
-        len: u64,
+        /// What zlib said about the bytes that follow.
+        reason: String,
     },
     /// The layer is zstd-compressed, which SOCI cannot index.
     #[error("the layer is zstd-compressed; SOCI zTOCs support only gzip and uncompressed tar layers")]

@@ -19,7 +19,7 @@ pub mod tar;
 mod zlib;
 pub mod zinfo;
 
-pub use build::{build_ztoc, BuildOptions, LayerFormat};
+pub use build::{build_ztoc, BuildOptions, LayerFormat, ZtocBuilder};
 pub use error::Error;
 pub use model::{
     CompressionInfo, EntryType, FileMetadata, PaxRecord, Toc, Zinfo, Ztoc, DEFAULT_SPAN_SIZE, ZTOC_VERSION,

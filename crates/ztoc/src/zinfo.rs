@@ -230,7 +230,9 @@ impl TarZinfo {
         if self.span_size <= 0 || self.size <= 0 {
             return 0;
         }
-        ((self.size + self.span_size - 1) / self.span_size) as usize
+        // Written without `size + span_size` so that no stored value can overflow.
+        let (size, span) = (self.size as u64, self.span_size as u64);
+        (size / span + u64::from(size % span != 0)) as usize
     }
 
     /// Span size as unsigned.

@@ -114,7 +114,8 @@ impl ZtocBuilder {
         if options.span_size == 0 {
             return Err(Error::ZeroSpanSize);
         }
-        let mut builder = ZtocBuilder { options, pass: Pass::Detecting(Vec::new()), walker: TarWalker::new(), fed: 0 };
+        let mut builder =
+            ZtocBuilder { options, pass: Pass::Detecting(Vec::new()), walker: TarWalker::new(), fed: 0 };
         if let Some(format) = builder.options.format {
             builder.pass = builder.start(format)?;
         }

@@ -16,8 +16,8 @@ mod gzip;
 mod model;
 mod offset;
 pub mod tar;
-mod zlib;
 pub mod zinfo;
+mod zlib;
 
 pub use build::{build_ztoc, BuildOptions, LayerFormat, ZtocBuilder};
 pub use error::Error;
@@ -25,3 +25,9 @@ pub use model::{
     CompressionInfo, EntryType, FileMetadata, PaxRecord, Toc, Zinfo, Ztoc, DEFAULT_SPAN_SIZE, ZTOC_VERSION,
 };
 pub use offset::{CompressedOffset, UncompressedOffset};
+
+/// The OCI digest string (`sha256:<hex>`) of `bytes`.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{:x}", sha2::Sha256::digest(bytes))
+}

@@ -206,7 +206,11 @@ impl GzipZinfo {
     }
 
     /// Compressed byte range `[start, end)` covered by span `index` (the digest range).
-    pub fn span_range(&self, index: usize, compressed_size: CompressedOffset) -> (CompressedOffset, CompressedOffset) {
+    pub fn span_range(
+        &self,
+        index: usize,
+        compressed_size: CompressedOffset,
+    ) -> (CompressedOffset, CompressedOffset) {
         let start = self.checkpoint(index).span_start();
         let end = if index + 1 == self.len() { compressed_size } else { self.checkpoint(index + 1).input };
         (start, end)

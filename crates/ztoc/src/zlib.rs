@@ -75,7 +75,12 @@ impl Inflater {
     }
 
     /// Inflates from `input` into `output`; see [`Progress`].
-    pub(crate) fn inflate(&mut self, input: &[u8], output: &mut [u8], flush: Flush) -> Result<Progress, ZlibError> {
+    pub(crate) fn inflate(
+        &mut self,
+        input: &[u8],
+        output: &mut [u8],
+        flush: Flush,
+    ) -> Result<Progress, ZlibError> {
         let avail_in = u32::try_from(input.len()).unwrap_or(u32::MAX);
         let avail_out = u32::try_from(output.len()).unwrap_or(u32::MAX);
         self.strm.next_in = input.as_ptr();

@@ -1,0 +1,157 @@
+//! Random-access extraction through our own zTOCs returns every regular file of generated layers
+//! byte for byte: the proof that checkpoints, windows, bits and span digests are right.
+
+use std::io::Cursor;
+
+use testkit::{generate_layer, gzip, GzipOptions, LayerConfig, Rng};
+use ztoc::extract::{extract_entry, find_entry, resolve_regular};
+use ztoc::{build_ztoc, BuildOptions, EntryType, LayerFormat, DEFAULT_SPAN_SIZE};
+
+use super::{os, run};
+
+/// Builds the zTOC of `blob`, round-trips it through the codec, and extracts every file of `layer`.
+fn check_every_file(blob: &[u8], layer: &testkit::GeneratedLayer, span_size: u64, label: &str) -> (u64, u64) {
+    let options = BuildOptions { span_size, ..BuildOptions::new("soci-indexer tests") };
+    let built = build_ztoc(blob, &options).unwrap_or_else(|e| panic!("{label}: {e}"));
+    let ztoc = ztoc::codec::decode(&ztoc::codec::encode(&built)).unwrap();
+    assert_eq!(ztoc, built, "{label}: codec round trip");
+    assert_eq!(ztoc.compressed_archive_size.get(), blob.len() as u64);
+    let mut smallest_read = u64::MAX;
+    let mut files = 0;
+    for (name, content) in &layer.files {
+        let entry = find_entry(&ztoc, name).unwrap_or_else(|| panic!("{label}: {name} not in the zTOC"));
+        assert_eq!(entry.entry_type, EntryType::Reg, "{label}: {name}");
+        let mut out = Vec::new();
+        let stats = extract_entry(&mut Cursor::new(blob), &ztoc, entry, &mut out)
+            .unwrap_or_else(|e| panic!("{label}: extracting {name}: {e}"));
+        assert!(
+            out == *content,
+            "{label}: {name} differs ({} bytes extracted, {} expected)",
+            out.len(),
+            content.len()
+        );
+        if !content.is_empty() {
+            // Exactly the spans holding the file were read, nothing else.
+            let expected_read: u64 = (stats.first_span..=stats.last_span)
+                .map(|span| {
+                    let (start, end) = span_range(&ztoc, span);
+                    end - start
+                })
+                .sum();
+            assert_eq!(
+                stats.compressed_bytes_read, expected_read,
+                "{label}: {name} read more than its spans"
+            );
+            smallest_read = smallest_read.min(stats.compressed_bytes_read);
+        }
+        files += 1;
+    }
+    // Hard links resolve to their target's data.
+    for entry in ztoc.toc.metadata.iter().filter(|e| e.entry_type == EntryType::Hardlink) {
+        let target = resolve_regular(&ztoc, entry).unwrap();
+        let expected = &layer.files.iter().rev().find(|(n, _)| n.as_bytes() == target.name).unwrap().1;
+        let mut out = Vec::new();
+        extract_entry(&mut Cursor::new(blob), &ztoc, target, &mut out).unwrap();
+        assert_eq!(&out, expected, "{label}: hard link {}", String::from_utf8_lossy(&entry.name));
+    }
+    assert!(files > 0, "{label}: the layer has regular files");
+    (smallest_read, ztoc.compression_info.zinfo.span_count() as u64)
+}
+
+/// Compressed byte range `[start, end)` of `span`.
+fn span_range(ztoc: &ztoc::Ztoc, span: usize) -> (u64, u64) {
+    match &ztoc.compression_info.zinfo {
+        ztoc::Zinfo::Gzip(z) => {
+            let (start, end) = z.span_range(span, ztoc.compressed_archive_size);
+            (start.get(), end.get())
+        }
+        ztoc::Zinfo::Tar(t) => t.span_range(span),
+    }
+}
+
+#[test]
+fn every_file_of_generated_gzip_layers_extracts_with_small_spans() {
+    let mut rng = Rng::new(2026);
+    for seed in 0..24u64 {
+        let layer =
+            generate_layer(seed, &LayerConfig { entries: 120, max_file_size: 96 * 1024, pax_percent: 25 });
+        let options = GzipOptions {
+            level: rng.below(10) as u32,
+            members: 1 + rng.below(3) as usize,
+            header_fields: rng.chance(30),
+        };
+        let blob = gzip(&layer.tar, &options);
+        let label = format!("seed {seed} {options:?}");
+        let (smallest_read, spans) = check_every_file(&blob, &layer, 4096, &label);
+        assert!(spans > 2, "{label}: 4 KiB spans over {} bytes of tar give {spans} spans", layer.tar.len());
+        assert!(
+            smallest_read < blob.len() as u64,
+            "{label}: some file is read without reading the whole layer ({smallest_read} of {})",
+            blob.len()
+        );
+    }
+}
+
+#[test]
+fn every_file_of_generated_plain_tar_layers_extracts() {
+    for seed in 100..106u64 {
+        let layer =
+            generate_layer(seed, &LayerConfig { entries: 80, max_file_size: 64 * 1024, pax_percent: 25 });
+        let options =
+            BuildOptions { format: Some(LayerFormat::Tar), span_size: 4096, ..BuildOptions::new("t") };
+        let ztoc = build_ztoc(&layer.tar[..], &options).unwrap();
+        assert!(matches!(ztoc.compression_info.zinfo, ztoc::Zinfo::Tar(_)));
+        check_every_file(&layer.tar, &layer, 4096, &format!("tar seed {seed}"));
+    }
+}
+
+#[test]
+fn every_file_extracts_with_the_default_span_size() {
+    // Big files so that 4 MiB spans split the layer into several spans and files cross span ends.
+    for (seed, level) in [(7u64, 6u32), (8, 1), (9, 9)] {
+        let layer =
+            generate_layer(seed, &LayerConfig { entries: 40, max_file_size: 3 << 20, pax_percent: 10 });
+        let blob =
+            gzip(&layer.tar, &GzipOptions { level, members: 1 + (seed as usize % 2), header_fields: false });
+        let label = format!("seed {seed} level {level}");
+        let (_, spans) = check_every_file(&blob, &layer, DEFAULT_SPAN_SIZE, &label);
+        assert!(spans >= 2, "{label}: {} bytes of tar give {spans} spans", layer.tar.len());
+    }
+}
+
+#[test]
+fn cli_extract_writes_the_file_and_follows_hard_links() {
+    let layer = generate_layer(42, &LayerConfig { entries: 150, max_file_size: 200 * 1024, pax_percent: 20 });
+    let dir = tempfile::tempdir().unwrap();
+    let blob_path = dir.path().join("layer.tar.gz");
+    std::fs::write(&blob_path, gzip(&layer.tar, &GzipOptions::default())).unwrap();
+    let ztoc_path = dir.path().join("layer.ztoc");
+    let built = run(&[
+        os("ztoc"),
+        blob_path.as_os_str(),
+        os("-o"),
+        ztoc_path.as_os_str(),
+        os("--span-size"),
+        os("8192"),
+    ]);
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let (name, content) = layer.files.iter().max_by_key(|(_, c)| c.len()).unwrap();
+    let out = dir.path().join("out");
+    let extracted = run(&[
+        os("extract"),
+        blob_path.as_os_str(),
+        ztoc_path.as_os_str(),
+        os(&format!("./{name}")),
+        os("-o"),
+        out.as_os_str(),
+    ]);
+    assert!(extracted.status.success(), "{}", String::from_utf8_lossy(&extracted.stderr));
+    assert_eq!(&std::fs::read(&out).unwrap(), content);
+    let stderr = String::from_utf8_lossy(&extracted.stderr);
+    assert!(stderr.contains(&format!("extracted {} bytes", content.len())), "{stderr}");
+
+    // To stdout by default.
+    let to_stdout = run(&[os("extract"), blob_path.as_os_str(), ztoc_path.as_os_str(), os(name)]);
+    assert!(to_stdout.status.success());
+    assert_eq!(&to_stdout.stdout, content);
+}

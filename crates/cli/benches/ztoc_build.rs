@@ -51,7 +51,7 @@ fn bench_layer() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-data");
     std::fs::create_dir_all(&dir).expect("create bench-data dir");
     let limit: u64 =
-        std::env::var("SOCI_BENCH_TAR_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000_000);
+        std::env::var("SOCI_BENCH_TAR_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(735_000_000);
     let layer = dir.join(format!("usr-{limit}.tar.gz"));
     if !layer.exists() {
         eprintln!(

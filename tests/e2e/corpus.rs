@@ -47,9 +47,9 @@ fn stdin_and_file_input_give_the_same_ztoc() {
     let status = std::process::Command::new(super::binary())
         .args([os("ztoc"), os("-"), os("-o"), from_stdin.as_os_str()])
         .stdin(std::fs::File::open(&layer).unwrap())
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success());
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
     assert_eq!(std::fs::read(&from_file).unwrap(), std::fs::read(&from_stdin).unwrap());
 }
 

@@ -198,7 +198,7 @@ fn print_text(out: &mut impl Write, r: &Report<'_>) -> std::io::Result<()> {
     writeln!(out, "spans:                     {}", r.num_spans)?;
     writeln!(
         out,
-        "files:                     {} ({} span more than one span)",
+        "files:                     {} ({} across more than one span)",
         r.num_files, r.num_multi_span_files
     )?;
     writeln!(out, "\nSPAN  COMPRESSED    UNCOMPRESSED  BITS  DIGEST")?;

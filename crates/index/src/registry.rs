@@ -1,0 +1,125 @@
+//! What the pipeline needs from a registry, as a trait: the CLI and the Lambda plug in the HTTP
+//! client, tests can plug in anything. All operations are scoped to the image's repository.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures_util::Stream;
+
+use crate::oci::Descriptor;
+
+/// A blob's bytes as they arrive. The source verifies the digest: a mismatch is the stream's last item.
+pub type BlobStream = Pin<Box<dyn Stream<Item = Result<Bytes, SourceError>> + Send>>;
+
+/// A manifest or index as fetched: its media type, digest and exact bytes.
+#[derive(Clone, Debug)]
+pub struct FetchedManifest {
+    /// Media type (from the response, else from the body).
+    pub media_type: String,
+    /// `sha256:<hex>` of `bytes`.
+    pub digest: String,
+    /// The exact bytes.
+    pub bytes: Bytes,
+}
+
+/// The registry's answer to a manifest push.
+#[derive(Clone, Debug, Default)]
+pub struct PushedManifest {
+    /// Digest of the pushed manifest.
+    pub digest: String,
+    /// The `OCI-Subject` header: set by registries that index referrers themselves.
+    pub oci_subject: Option<String>,
+}
+
+/// Broad kinds of registry failures, for the pipeline's decisions and the caller's exit codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceErrorKind {
+    /// The manifest, blob or repository does not exist.
+    NotFound,
+    /// Authentication failed.
+    Unauthorized,
+    /// Authenticated but not allowed.
+    Denied,
+    /// Content did not match its digest or size.
+    Corrupt,
+    /// Anything else (network, server errors after retries, protocol errors).
+    Other,
+}
+
+/// A registry failure, with its cause kept for the error chain.
+#[derive(Debug)]
+pub struct SourceError {
+    /// What kind of failure.
+    pub kind: SourceErrorKind,
+    /// Whether trying again later may succeed.
+    pub retryable: bool,
+    /// The underlying error.
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl SourceError {
+    /// Wraps an error.
+    pub fn new(
+        kind: SourceErrorKind,
+        retryable: bool,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> SourceError {
+        SourceError { kind, retryable, source: source.into() }
+    }
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.source.fmt(f)
+    }
+}
+
+impl std::error::Error for SourceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.source()
+    }
+}
+
+/// The registry operations the pipeline uses, on one repository.
+pub trait Registry: Send + Sync + 'static {
+    /// Fetches a manifest or index by tag or digest; `Ok(None)` if it does not exist.
+    fn get_manifest(
+        &self,
+        reference: &str,
+    ) -> impl Future<Output = Result<Option<FetchedManifest>, SourceError>> + Send;
+
+    /// Streams a blob, verified against `descriptor.digest` and `size`.
+    fn get_blob(
+        &self,
+        descriptor: &Descriptor,
+    ) -> impl Future<Output = Result<BlobStream, SourceError>> + Send;
+
+    /// Fetches a small blob whole (an image config).
+    fn get_blob_bytes(
+        &self,
+        descriptor: &Descriptor,
+    ) -> impl Future<Output = Result<Bytes, SourceError>> + Send;
+
+    /// Uploads a blob unless it exists.
+    fn push_blob(&self, digest: &str, bytes: Bytes) -> impl Future<Output = Result<(), SourceError>> + Send;
+
+    /// Pushes a manifest by tag or digest.
+    fn push_manifest(
+        &self,
+        reference: &str,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> impl Future<Output = Result<PushedManifest, SourceError>> + Send;
+
+    /// The referrers of `digest` with `artifact_type`, or `Ok(None)` if the registry has no referrers API.
+    fn referrers(
+        &self,
+        digest: &str,
+        artifact_type: &str,
+    ) -> impl Future<Output = Result<Option<Vec<Descriptor>>, SourceError>> + Send;
+
+    /// Deletes a manifest by digest (best effort; `Ok(false)` if the registry does not allow it).
+    fn delete_manifest(&self, digest: &str) -> impl Future<Output = Result<bool, SourceError>> + Send;
+}

@@ -640,7 +640,12 @@ async fn build_ztocs<R: Registry>(
     let mut results: Vec<(usize, BuiltLayer)> = Vec::new();
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
-        let (position, layer, result) = joined.expect("layer task panicked");
+        let (position, layer, result) = match joined {
+            Ok(done) => done,
+            // Aborted after another layer failed.
+            Err(e) if e.is_cancelled() => continue,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
         match result {
             Ok(built) => results.push((position, (layer, built))),
             Err(e) => {

@@ -41,14 +41,22 @@ impl TestLayer {
     /// An uncompressed tar layer generated from `seed`.
     pub fn tar(seed: u64, config: &LayerConfig, docker: bool) -> TestLayer {
         let layer = generate_layer(seed, config);
-        let media_type =
-            if docker { "application/vnd.docker.image.rootfs.diff.tar" } else { "application/vnd.oci.image.layer.v1.tar" };
+        let media_type = if docker {
+            "application/vnd.docker.image.rootfs.diff.tar"
+        } else {
+            "application/vnd.oci.image.layer.v1.tar"
+        };
         let blob = layer.tar.clone();
         TestLayer::from_parts(media_type, blob, &layer.tar, layer.files)
     }
 
     /// A layer from raw parts (e.g. a hand-made tar that soci cannot index).
-    pub fn from_parts(media_type: &str, blob: Vec<u8>, tar: &[u8], files: Vec<(String, Vec<u8>)>) -> TestLayer {
+    pub fn from_parts(
+        media_type: &str,
+        blob: Vec<u8>,
+        tar: &[u8],
+        files: Vec<(String, Vec<u8>)>,
+    ) -> TestLayer {
         TestLayer { media_type: media_type.into(), digest: digest(&blob), diff_id: digest(tar), blob, files }
     }
 }
@@ -89,14 +97,19 @@ fn platform_json(platform: &str) -> String {
 
 fn manifest(style: Style, config: &(String, Vec<u8>), layers: &[TestLayer]) -> Vec<u8> {
     let (manifest_type, config_type) = match style {
-        Style::Oci => ("application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.config.v1+json"),
-        Style::Docker => {
-            ("application/vnd.docker.distribution.manifest.v2+json", "application/vnd.docker.container.image.v1+json")
+        Style::Oci => {
+            ("application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.config.v1+json")
         }
+        Style::Docker => (
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.docker.container.image.v1+json",
+        ),
     };
     let layers: Vec<String> = layers
         .iter()
-        .map(|l| format!(r#"{{"mediaType":"{}","digest":"{}","size":{}}}"#, l.media_type, l.digest, l.blob.len()))
+        .map(|l| {
+            format!(r#"{{"mediaType":"{}","digest":"{}","size":{}}}"#, l.media_type, l.digest, l.blob.len())
+        })
         .collect();
     // Pretty-printed on purpose: registries keep bytes as pushed, and converters must re-serialize.
     format!(
@@ -111,7 +124,12 @@ fn manifest(style: Style, config: &(String, Vec<u8>), layers: &[TestLayer]) -> V
 /// Builds an image with one manifest per `(platform, layers)`: a single manifest when there is one
 /// platform and `index` is false, else an index (with a buildx-style attestation entry for the first
 /// platform when `attestation` is true).
-pub fn image(style: Style, platforms: Vec<(String, Vec<TestLayer>)>, index: bool, attestation: bool) -> TestImage {
+pub fn image(
+    style: Style,
+    platforms: Vec<(String, Vec<TestLayer>)>,
+    index: bool,
+    attestation: bool,
+) -> TestImage {
     let mut blobs: Vec<Content> = Vec::new();
     let mut manifests: Vec<Content> = Vec::new();
     let manifest_type = match style {

@@ -1,8 +1,13 @@
-//! Seeded generators of tar layers for soci-indexer's tests and benchmarks.
+//! Seeded generators of tar layers for soci-indexer's tests and benchmarks, and registry fixtures:
+//! a real registry on loopback ([`registry`]) and HTTP proxies in front of it ([`proxy`]).
 //!
-//! Everything is deterministic in the seed, so a failing case can be replayed from its seed alone.
+//! The generators are deterministic in the seed, so a failing case can be replayed from its seed alone.
 
 use std::io::Write;
+
+pub mod image;
+pub mod proxy;
+pub mod registry;
 
 /// A small, fast, seedable PRNG (SplitMix64); good enough for test data, not for anything secret.
 #[derive(Clone, Debug)]

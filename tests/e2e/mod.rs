@@ -2,6 +2,7 @@
 
 mod cli_errors;
 mod corpus;
+mod create;
 mod extract;
 
 use std::path::{Path, PathBuf};

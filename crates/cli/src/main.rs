@@ -1,10 +1,12 @@
 //! `soci-indexer`: build SOCI zTOCs for container image layers, inspect them, and read files back
 //! out of a layer by random access.
 
+mod create;
 mod extract;
 mod info;
 mod output;
 mod progress;
+mod wiring;
 mod ztoc_cmd;
 
 use std::process::ExitCode;
@@ -37,6 +39,24 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Index an image in a registry: stream its layers into zTOCs and push the SOCI index.
+    #[command(
+        long_about = "Make an image in any OCI registry lazy-loadable: read it, stream every eligible layer \
+(gzip or plain tar, at least --min-layer-size compressed) straight from the registry through the zTOC \
+builder (nothing on disk, several layers at once, each verified against its digest), then push the zTOCs \
+and the SOCI index.\n\n\
+v2 (default, what Fargate reads): a new image index tagged <tag><suffix> (default -soci) whose image \
+manifests are annotated with their SOCI index; run your tasks from that tag. The original tag is never \
+moved. v1: a SOCI index manifest whose subject is the image, found through the referrers API (or the \
+sha256-<digest> tag on registries without it).\n\n\
+Pushes go blobs first, then manifests, then the tag: a failure never leaves a half-visible index. An \
+image that already has an index is left alone unless --force. Layers soci cannot index (e.g. with a \
+PAX global header) are left out with a warning.",
+        after_help = "Examples:\n  \
+soci-indexer create 123456789012.dkr.ecr.us-east-1.amazonaws.com/app:1.4 --username AWS --password-stdin\n  \
+soci-indexer create localhost:5000/app:latest --plain-http --platform linux/arm64 --json"
+    )]
+    Create(create::Args),
     /// Build the zTOC of one layer blob (gzip or plain tar, detected from its bytes).
     #[command(
         long_about = "Build the zTOC of one layer blob.\n\n\
@@ -73,7 +93,16 @@ soci-indexer extract layer.tar.gz layer.ztoc ./usr/bin/env -o env"
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Diagnostics for operators: `SOCI_INDEXER_LOG=debug` shows every registry request (never secrets).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SOCI_INDEXER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let result = match cli.command {
+        Command::Create(args) => create::run(args),
         Command::Ztoc(args) => ztoc_cmd::run(args),
         Command::ZtocInfo(args) => info::run(args),
         Command::Extract(args) => extract::run(args),

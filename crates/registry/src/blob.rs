@@ -1,0 +1,217 @@
+//! Streamed blob downloads that resume after broken connections and verify the digest.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use reqwest::Method;
+use tracing::debug;
+
+use crate::client::{redact_url, transport_error};
+use crate::digest::DigestCounter;
+use crate::{Client, Error, Repository};
+
+/// The bytes of a blob, chunk by chunk, as they arrive; never buffered whole.
+///
+/// When the connection breaks (or the body ends early) the download resumes with
+/// `Range: bytes=<received>-`, within the client's retry budget (which restarts whenever a resumed
+/// request makes progress). Everything is hashed: if the content does not match the digest, or the
+/// size differs from the expected one, the last item is [`Error::DigestMismatch`] or
+/// [`Error::SizeMismatch`] instead of a clean end, so a consumer that reads to the end never accepts
+/// corrupted data. After an error item, the stream ends.
+pub struct BlobStream {
+    inner: Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send>>,
+    size: Option<u64>,
+}
+
+impl BlobStream {
+    /// The blob's size: the expected size if one was given, else what the registry announced.
+    pub fn size(&self) -> Option<u64> {
+        self.size
+    }
+}
+
+impl fmt::Debug for BlobStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlobStream").field("size", &self.size).finish_non_exhaustive()
+    }
+}
+
+impl Stream for BlobStream {
+    type Item = Result<Bytes, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+/// The state of one download.
+pub(crate) struct BlobDownload {
+    client: Client,
+    repo: Repository,
+    digest: String,
+    /// The registry URL of the blob, for errors.
+    url: url::Url,
+    expected_size: Option<u64>,
+    /// `expected_size`, or the total the registry announced.
+    total_size: Option<u64>,
+    counter: DigestCounter,
+    response: Option<reqwest::Response>,
+    /// Bytes still to drop from the current response (a server that ignored `Range` resends the start).
+    skip: u64,
+    /// Consecutive failures without a byte of progress in between.
+    failures: u32,
+    received_at_last_failure: u64,
+    done: bool,
+}
+
+impl BlobDownload {
+    pub(crate) async fn start(
+        client: Client,
+        repo: Repository,
+        digest: String,
+        expected_size: Option<u64>,
+    ) -> Result<BlobStream, Error> {
+        let opened = client.open_blob(&repo, &digest, 0).await?;
+        let total_size = expected_size.or(opened.total_size);
+        let url = client.api_url(&repo, &format!("blobs/{digest}"))?;
+        let download = BlobDownload {
+            client,
+            repo,
+            digest,
+            url,
+            expected_size,
+            total_size,
+            counter: DigestCounter::default(),
+            response: Some(opened.response),
+            skip: opened.skip,
+            failures: 0,
+            received_at_last_failure: 0,
+            done: false,
+        };
+        let stream = futures_util::stream::unfold(download, |mut download| async move {
+            let item = download.next_item().await?;
+            Some((item, download))
+        });
+        Ok(BlobStream { inner: Box::pin(stream), size: total_size })
+    }
+
+    async fn next_item(&mut self) -> Option<Result<Bytes, Error>> {
+        while !self.done {
+            let Some(response) = self.response.as_mut() else {
+                let offset = self.counter.len();
+                debug!(repository = %self.repo, digest = %self.digest, offset, "resuming blob download");
+                match self.client.open_blob(&self.repo, &self.digest, offset).await {
+                    Ok(opened) => {
+                        self.response = Some(opened.response);
+                        self.skip = opened.skip;
+                        self.total_size = self.total_size.or(opened.total_size);
+                    }
+                    Err(error) => return self.fail(error),
+                }
+                continue;
+            };
+            match response.chunk().await {
+                Ok(Some(mut chunk)) => {
+                    if self.skip > 0 {
+                        let n = self.skip.min(chunk.len() as u64);
+                        chunk = chunk.slice(n as usize..);
+                        self.skip -= n;
+                        if chunk.is_empty() {
+                            continue;
+                        }
+                    }
+                    let received = self.counter.len() + chunk.len() as u64;
+                    if let Some(total) = self.total_size.filter(|&total| received > total) {
+                        // More than announced: stop now rather than download an unbounded body.
+                        return self.fail(Error::SizeMismatch {
+                            digest: self.digest.clone(),
+                            expected: total,
+                            actual: received,
+                        });
+                    }
+                    self.counter.update(&chunk);
+                    return Some(Ok(chunk));
+                }
+                Ok(None) => {
+                    self.response = None;
+                    let received = self.counter.len();
+                    if let Some(total) = self.total_size.filter(|&total| received < total) {
+                        let error = Error::InvalidResponse {
+                            url: self.blob_url(),
+                            reason: format!("body ended after {received} of {total} bytes"),
+                        };
+                        if let Err(error) = self.after_failure(error).await {
+                            return self.fail(error);
+                        }
+                        continue;
+                    }
+                    self.done = true;
+                    return self.verify().err().map(Err);
+                }
+                Err(error) => {
+                    self.response = None;
+                    let error = transport_error(&Method::GET, &self.url, error);
+                    if let Err(error) = self.after_failure(error).await {
+                        return self.fail(error);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn fail(&mut self, error: Error) -> Option<Result<Bytes, Error>> {
+        self.done = true;
+        self.response = None;
+        Some(Err(error))
+    }
+
+    /// Counts a broken body and waits before resuming, or gives up when the budget is spent.
+    async fn after_failure(&mut self, error: Error) -> Result<(), Error> {
+        if self.counter.len() > self.received_at_last_failure {
+            self.failures = 0;
+        }
+        self.received_at_last_failure = self.counter.len();
+        self.failures += 1;
+        let policy = self.client.retry_policy();
+        if self.failures >= policy.max_attempts.max(1) {
+            return Err(if self.failures > 1 {
+                Error::RetriesExhausted { attempts: self.failures, last: Box::new(error) }
+            } else {
+                error
+            });
+        }
+        let delay = policy.delay(self.failures, None);
+        debug!(
+            repository = %self.repo,
+            digest = %self.digest,
+            received = self.counter.len(),
+            attempt = self.failures,
+            ?delay,
+            error = %error,
+            "blob body broke, will resume"
+        );
+        tokio::time::sleep(delay).await;
+        Ok(())
+    }
+
+    fn verify(&mut self) -> Result<(), Error> {
+        let counter = std::mem::take(&mut self.counter);
+        let received = counter.len();
+        if let Some(expected) = self.expected_size.filter(|&expected| expected != received) {
+            return Err(Error::SizeMismatch { digest: self.digest.clone(), expected, actual: received });
+        }
+        let actual = counter.finish();
+        if actual != self.digest {
+            return Err(Error::DigestMismatch { expected: self.digest.clone(), actual });
+        }
+        Ok(())
+    }
+
+    fn blob_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}

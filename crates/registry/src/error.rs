@@ -1,0 +1,238 @@
+//! The errors of every registry operation.
+
+use std::fmt;
+use std::time::Duration;
+
+/// What a request was about, to name it in a [`Error::NotFound`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resource {
+    /// A manifest or index, by tag or digest.
+    Manifest,
+    /// A blob (layer, config, zTOC), by digest.
+    Blob,
+    /// The repository itself (the registry's `NAME_UNKNOWN`).
+    Repository,
+    /// An upload session (its `Location` expired or was dropped).
+    Upload,
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Resource::Manifest => "manifest",
+            Resource::Blob => "blob",
+            Resource::Repository => "repository",
+            Resource::Upload => "blob upload",
+        })
+    }
+}
+
+/// Everything that can go wrong talking to a registry.
+///
+/// No variant ever holds a credential, a token or a query string: URLs are stored without their query
+/// (S3 presigned URLs carry their signature there).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The registry has no such manifest, blob or repository (404).
+    #[error("{what} not found: {reference}")]
+    NotFound {
+        /// What was looked for.
+        what: Resource,
+        /// `registry/repository` plus the tag or digest that was asked for.
+        reference: String,
+    },
+
+    /// The registry still answered 401 after authenticating (or could not authenticate at all).
+    #[error(
+        "{registry}: unauthorized (401){}",
+        if *credentials_sent {
+            ": the registry rejected the credentials; check --username/--password-stdin"
+        } else {
+            ": the registry requires credentials; pass --username and --password-stdin"
+        }
+    )]
+    Unauthorized {
+        /// The registry host.
+        registry: String,
+        /// Whether credentials were offered (wrong credentials) or not (missing credentials).
+        credentials_sent: bool,
+    },
+
+    /// The registry authenticated us but refused the operation (403).
+    #[error(
+        "{registry}: access to {repository} denied (403){}: the credentials lack the permission for \
+         this operation (pushing needs write access)",
+        fmt_detail(detail)
+    )]
+    Denied {
+        /// The registry host.
+        registry: String,
+        /// The repository name.
+        repository: String,
+        /// The registry's explanation, if any (an excerpt of its error body).
+        detail: String,
+    },
+
+    /// A manifest's media type is not an image manifest or index this client understands.
+    #[error(
+        "unsupported manifest media type {media_type:?}: expected an OCI or Docker v2 image manifest or \
+         index (Docker schema 1 images must be converted first)"
+    )]
+    UnsupportedMediaType {
+        /// The media type the registry sent.
+        media_type: String,
+    },
+
+    /// Content did not hash to the digest it was fetched or pushed by.
+    #[error("digest mismatch: expected {expected}, got {actual} (corrupted transfer or wrong content)")]
+    DigestMismatch {
+        /// The digest that was asked for.
+        expected: String,
+        /// The sha256 of the bytes actually received (or given).
+        actual: String,
+    },
+
+    /// A blob had a different size than its descriptor says.
+    #[error("size mismatch for {digest}: expected {expected} bytes, got {actual}")]
+    SizeMismatch {
+        /// The blob digest.
+        digest: String,
+        /// The size from the descriptor.
+        expected: u64,
+        /// The number of bytes received.
+        actual: u64,
+    },
+
+    /// A digest this client cannot verify (only `sha256:` with 64 lowercase hex digits is supported).
+    #[error("unsupported or malformed digest {digest:?}: expected sha256:<64 lowercase hex digits>")]
+    UnsupportedDigest {
+        /// The digest as given.
+        digest: String,
+    },
+
+    /// An image reference, tag or repository name that does not parse.
+    #[error("invalid image reference {input:?}: {reason}")]
+    InvalidReference {
+        /// The input as given.
+        input: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// Any other unexpected HTTP status.
+    #[error("{method} {url}: HTTP {status}{}", fmt_detail(body))]
+    Http {
+        /// The request method.
+        method: String,
+        /// The URL, without its query string.
+        url: String,
+        /// The status code.
+        status: u16,
+        /// An excerpt of the response body (registry error JSON), possibly empty.
+        body: String,
+        /// The server's `Retry-After`, if it sent one.
+        retry_after: Option<Duration>,
+    },
+
+    /// The request did not complete: connection refused or reset, timeout, TLS failure, cut body.
+    #[error("{method} {url}: {source}")]
+    Transport {
+        /// The request method.
+        method: String,
+        /// The URL, without its query string.
+        url: String,
+        /// The underlying error (stripped of its URL).
+        #[source]
+        source: reqwest::Error,
+    },
+
+    /// A response that breaks the protocol: missing `Location`, wrong `Content-Range`, oversized
+    /// manifest, unparsable token response.
+    #[error("{url}: invalid response: {reason}")]
+    InvalidResponse {
+        /// The URL, without its query string.
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// More redirects than allowed in a row.
+    #[error("{url}: too many redirects (more than {max})")]
+    TooManyRedirects {
+        /// The last URL, without its query string.
+        url: String,
+        /// The limit.
+        max: u32,
+    },
+
+    /// A transient failure persisted through every attempt of the retry policy.
+    #[error("giving up after {attempts} attempts: {last}")]
+    RetriesExhausted {
+        /// How many attempts were made.
+        attempts: u32,
+        /// The error of the last attempt.
+        #[source]
+        last: Box<Error>,
+    },
+
+    /// The credential source failed (for instance ECR's GetAuthorizationToken).
+    #[error("{registry}: could not obtain credentials: {message}")]
+    Credentials {
+        /// The registry host.
+        registry: String,
+        /// What went wrong (must not contain a secret).
+        message: String,
+        /// Whether asking again later may succeed (throttling, network).
+        retryable: bool,
+    },
+
+    /// The HTTP client could not be built (TLS backend initialisation).
+    #[error("cannot build the HTTP client: {0}")]
+    ClientBuild(#[source] reqwest::Error),
+}
+
+fn fmt_detail(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    }
+}
+
+impl Error {
+    /// Whether the same operation may succeed if tried again later: network failures, 429, 408 and 5xx
+    /// (and credential sources that say so). 4xx answers, digest mismatches and bad input are
+    /// permanent.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Transport { .. } => true,
+            Error::Http { status, .. } => is_retryable_status(*status),
+            Error::RetriesExhausted { last, .. } => last.is_retryable(),
+            Error::Credentials { retryable, .. } => *retryable,
+            _ => false,
+        }
+    }
+
+    /// Whether the registry said the manifest, blob or repository does not exist.
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Error::NotFound { .. } => true,
+            Error::RetriesExhausted { last, .. } => last.is_not_found(),
+            _ => false,
+        }
+    }
+
+    /// The delay the server asked for before retrying (`Retry-After`), if any.
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// 429 and the 5xx statuses of overloaded or restarting servers and gateways.
+pub(crate) fn is_retryable_status(status: u16) -> bool {
+    matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
+}

@@ -1,0 +1,300 @@
+//! `soci-indexer create` against a real registry (Debian's docker-registry, CNCF distribution 2.8) and
+//! fixtures in front of it: ECR-style redirects, a referrers API, injected faults.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use index::media;
+use index::oci::{Index, Manifest};
+use registry::{Client, ClientConfig, Credentials, Repository, RetryPolicy, StaticCredentials};
+use testkit::image::{image, Style, TestImage, TestLayer};
+use testkit::proxy::{FaultPlan, FaultProxy, RedirectProxy, ReferrersProxy};
+use testkit::registry::LocalRegistry;
+use testkit::LayerConfig;
+
+use super::binary;
+
+const USER: &str = "soci";
+const PASSWORD: &str = "s3cret-pass";
+
+fn client(auth: bool) -> Client {
+    let config = ClientConfig {
+        plain_http: true,
+        retry: RetryPolicy { max_attempts: 3, ..RetryPolicy::default() },
+        ..ClientConfig::default()
+    };
+    let credentials: Arc<dyn registry::CredentialSource> = if auth {
+        Arc::new(StaticCredentials(Credentials::new(USER, PASSWORD)))
+    } else {
+        Arc::new(registry::Anonymous)
+    };
+    Client::new(config, credentials).unwrap()
+}
+
+fn layer_config() -> LayerConfig {
+    LayerConfig { entries: 60, max_file_size: 256 * 1024, pax_percent: 10 }
+}
+
+/// Two platforms (Docker media types), a shared layer, a small layer, an attestation.
+fn test_image() -> TestImage {
+    let shared = TestLayer::gzip(11, &layer_config(), 6, true);
+    image(
+        Style::Docker,
+        vec![
+            ("linux/amd64".into(), vec![shared.clone(), TestLayer::gzip(12, &layer_config(), 6, true)]),
+            ("linux/arm64/v8".into(), vec![shared, TestLayer::tar(13, &layer_config(), true)]),
+        ],
+        true,
+        true,
+    )
+}
+
+async fn push_image(client: &Client, repo: &Repository, image: &TestImage, tag: &str) {
+    for (digest, _, bytes) in &image.blobs {
+        client.push_blob(repo, digest, Bytes::from(bytes.clone())).await.unwrap();
+    }
+    for (digest, media_type, bytes) in &image.manifests {
+        client.put_manifest(repo, digest, media_type, Bytes::from(bytes.clone())).await.unwrap();
+    }
+    let (_, media_type, bytes) = &image.root;
+    client.put_manifest(repo, tag, media_type, Bytes::from(bytes.clone())).await.unwrap();
+}
+
+/// Runs `soci-indexer create` with the password on stdin; returns (success, stdout, stderr).
+fn create(host: &str, image_ref: &str, extra: &[&str]) -> (bool, String, String) {
+    let mut child = Command::new(binary())
+        .args([
+            "create",
+            &format!("{host}/{image_ref}"),
+            "--plain-http",
+            "--json",
+            "--min-layer-size",
+            "50000",
+        ])
+        .args(["--span-size", "65536", "--username", USER, "--password-stdin"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// Reads a file of the image back the way a lazy loader does: the SOCI index from the registry, the
+/// zTOC blob, then only the span ranges of the layer (HTTP Range), and compares it with the source.
+async fn check_round_trip(client: &Client, repo: &Repository, soci_digest: &str, layers: &[TestLayer]) {
+    let soci = client.get_manifest(repo, soci_digest).await.unwrap();
+    let soci: Manifest = serde_json::from_slice(&soci.bytes).unwrap();
+    assert!(!soci.layers().is_empty());
+    for ztoc_desc in soci.layers() {
+        let layer_digest = ztoc_desc.annotation(media::ANNOTATION_LAYER_DIGEST).unwrap();
+        let layer = layers.iter().find(|l| l.digest == layer_digest).expect("zTOC of a layer of this image");
+        assert_eq!(ztoc_desc.annotation(media::ANNOTATION_LAYER_MEDIA_TYPE), Some(layer.media_type.as_str()));
+        let mut ztoc_bytes = Vec::new();
+        let mut stream = client.get_blob(repo, &ztoc_desc.digest, Some(ztoc_desc.size as u64)).await.unwrap();
+        while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+            ztoc_bytes.extend_from_slice(&chunk.unwrap());
+        }
+        let ztoc = ztoc::codec::decode(&ztoc_bytes).unwrap();
+        assert_eq!(ztoc.compressed_archive_size.get(), layer.blob.len() as u64);
+        let mut remote =
+            RemoteBlob { client, repo, digest: layer.digest.clone(), size: layer.blob.len() as u64 };
+        for (name, content) in layer.files.iter().filter(|(_, c)| !c.is_empty()).take(12) {
+            let entry = ztoc::extract::find_entry(&ztoc, name).unwrap();
+            let mut out = Vec::new();
+            tokio::task::block_in_place(|| ztoc::extract::extract_entry(&mut remote, &ztoc, entry, &mut out))
+                .unwrap();
+            assert!(out == *content, "{name} from layer {}", layer.digest);
+        }
+    }
+}
+
+/// Random access to a registry blob through HTTP Range requests.
+struct RemoteBlob<'a> {
+    client: &'a Client,
+    repo: &'a Repository,
+    digest: String,
+    size: u64,
+}
+
+impl ztoc::extract::RandomAccess for RemoteBlob<'_> {
+    fn size(&mut self) -> std::io::Result<u64> {
+        Ok(self.size)
+    }
+
+    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let end = offset + buf.len() as u64;
+        let bytes = tokio::runtime::Handle::current()
+            .block_on(self.client.get_blob_range(self.repo, &self.digest, offset, end))
+            .map_err(std::io::Error::other)?;
+        buf.copy_from_slice(&bytes);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_through_ecr_style_redirects_with_basic_auth_then_lazy_load_round_trip() {
+    let registry = LocalRegistry::start_with_basic_auth(USER, PASSWORD).await.unwrap();
+    let proxy = RedirectProxy::start(registry.addr()).await.unwrap();
+    let client = client(true);
+    let repo = Repository::new(proxy.host(), "team/app").unwrap();
+    let image = test_image();
+    push_image(&client, &repo, &image, "1.0").await;
+
+    let (ok, stdout, stderr) = create(&proxy.host(), "team/app:1.0", &[]);
+    assert!(ok, "{stderr}");
+    assert!(!stderr.contains(PASSWORD), "the password never reaches the output");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["outcome"], "created");
+    assert_eq!(report["pushed_tag"], "1.0-soci");
+    assert!(proxy.redirects() > 0, "layers were fetched through the redirect");
+    assert_eq!(proxy.auth_leaks(), 0, "no Authorization header reached the redirect target");
+
+    // The new image index binds each platform to its SOCI index; the original tag did not move.
+    let soci_tag = client.get_manifest(&repo, "1.0-soci").await.unwrap();
+    assert_eq!(report["image_index_digest"], soci_tag.digest);
+    let new_index: Index = serde_json::from_slice(&soci_tag.bytes).unwrap();
+    assert_eq!(client.get_manifest(&repo, "1.0").await.unwrap().digest, image.root.0);
+    let soci_entries: Vec<_> =
+        new_index.manifests().iter().filter(|d| d.artifact_type == media::SOCI_INDEX_V2).collect();
+    assert_eq!(soci_entries.len(), 2);
+    for (platform, layers) in &image.platforms {
+        let soci = soci_entries
+            .iter()
+            .find(|d| d.platform.as_ref().unwrap().to_string() == *platform)
+            .unwrap_or_else(|| panic!("SOCI descriptor for {platform}"));
+        let image_digest = soci.annotation(media::ANNOTATION_IMAGE_MANIFEST_DIGEST).unwrap();
+        let manifest = client.get_manifest(&repo, image_digest).await.unwrap();
+        let manifest: Manifest = serde_json::from_slice(&manifest.bytes).unwrap();
+        assert_eq!(manifest.annotations.unwrap()[media::ANNOTATION_INDEX_DIGEST], soci.digest);
+        check_round_trip(&client, &repo, &soci.digest, layers).await;
+    }
+
+    // A second run finds the index and pushes nothing.
+    let (ok, stdout, stderr) = create(&proxy.host(), "team/app:1.0", &[]);
+    assert!(ok, "{stderr}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&stdout).unwrap()["outcome"], "already_indexed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_falls_back_to_the_referrers_tag_on_distribution() {
+    let registry = LocalRegistry::start_with_basic_auth(USER, PASSWORD).await.unwrap();
+    let client = client(true);
+    let repo = Repository::new(registry.host(), "app").unwrap();
+    let image = test_image();
+    push_image(&client, &repo, &image, "v1").await;
+    let (ok, stdout, stderr) =
+        create(&registry.host(), "app:v1", &["--index-version", "v1", "--platform", "linux/amd64"]);
+    assert!(ok, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let platform = &report["platforms"][0];
+    let subject = platform["manifest_digest"].as_str().unwrap();
+    let fallback = client.get_manifest(&repo, &subject.replacen(':', "-", 1)).await.unwrap();
+    let referrers: Index = serde_json::from_slice(&fallback.bytes).unwrap();
+    assert_eq!(referrers.manifests()[0].artifact_type, media::SOCI_INDEX_V1);
+    assert_eq!(referrers.manifests()[0].digest, platform["soci_index_digest"].as_str().unwrap());
+    check_round_trip(&client, &repo, platform["soci_index_digest"].as_str().unwrap(), &image.platforms[0].1)
+        .await;
+    let (ok, stdout, _) =
+        create(&registry.host(), "app:v1", &["--index-version", "v1", "--platform", "linux/amd64"]);
+    assert!(ok);
+    assert!(stdout.contains("already_indexed"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_with_a_referrers_api_writes_no_fallback_tag() {
+    let registry = LocalRegistry::start_with_basic_auth(USER, PASSWORD).await.unwrap();
+    let proxy = ReferrersProxy::start(registry.addr()).await.unwrap();
+    let client = client(true);
+    let repo = Repository::new(proxy.host(), "app").unwrap();
+    let image = test_image();
+    push_image(&client, &repo, &image, "r").await;
+    let (ok, stdout, stderr) = create(&proxy.host(), "app:r", &["--index-version", "v1"]);
+    assert!(ok, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(proxy.referrers().len(), 2, "one SOCI index per platform, indexed by the registry");
+    for platform in report["platforms"].as_array().unwrap() {
+        let subject = platform["manifest_digest"].as_str().unwrap();
+        let fallback = client.get_manifest(&repo, &subject.replacen(':', "-", 1)).await;
+        assert!(fallback.is_err_and(|e| e.is_not_found()), "no fallback tag when the registry has the API");
+    }
+    let (ok, stdout, _) = create(&proxy.host(), "app:r", &["--index-version", "v1"]);
+    assert!(ok && stdout.contains("already_indexed"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_faults_are_retried_and_cut_streams_resumed() {
+    let registry = LocalRegistry::start_with_basic_auth(USER, PASSWORD).await.unwrap();
+    let client = client(true);
+    let image = test_image();
+    push_image(&client, &Repository::new(registry.host(), "app").unwrap(), &image, "t").await;
+    let plan = FaultPlan::new().fail_first(2, testkit::proxy::Fault::ServerError).cut_blob_gets(2, 20_000);
+    let proxy = FaultProxy::start(registry.addr(), plan).await.unwrap();
+    let (ok, stdout, stderr) = create(&proxy.host(), "app:t", &[]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("\"created\""), "{stdout}");
+    assert!(proxy.faults_injected() >= 3, "faults were injected: {}", proxy.faults_injected());
+    assert!(proxy.requests_log().iter().any(|r| r.had_range()), "a cut blob was resumed with Range");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_server_errors_fail_clearly_and_push_nothing() {
+    let registry = LocalRegistry::start_with_basic_auth(USER, PASSWORD).await.unwrap();
+    let client = client(true);
+    let image = test_image();
+    push_image(&client, &Repository::new(registry.host(), "app").unwrap(), &image, "t").await;
+    let plan = FaultPlan::new()
+        .fail_first(1000, testkit::proxy::Fault::ServerError)
+        .only(testkit::proxy::RequestFilter::BlobGets);
+    let proxy = FaultProxy::start(registry.addr(), plan).await.unwrap();
+    let (ok, _, stderr) = create(&proxy.host(), "app:t", &[]);
+    assert!(!ok);
+    assert!(stderr.contains("error:") && stderr.contains("500"), "{stderr}");
+    let writes: Vec<_> = proxy
+        .requests_log()
+        .into_iter()
+        .filter(|r| r.method == "PUT" && r.path.contains("/manifests/"))
+        .collect();
+    assert!(writes.is_empty(), "no manifest pushed after a failure: {writes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_references_and_credentials_are_named() {
+    let registry = LocalRegistry::start_with_basic_auth(USER, PASSWORD).await.unwrap();
+    let client = client(true);
+    push_image(&client, &Repository::new(registry.host(), "app").unwrap(), &test_image(), "t").await;
+    let (ok, _, stderr) = create(&registry.host(), "app:missing", &[]);
+    assert!(!ok && stderr.contains("not found"), "{stderr}");
+    let (ok, _, stderr) = create(&registry.host(), "nothere:t", &[]);
+    assert!(!ok && stderr.contains("not found"), "{stderr}");
+
+    let mut child = Command::new(binary())
+        .args([
+            "create",
+            &format!("{}/app:t", registry.host()),
+            "--plain-http",
+            "--username",
+            USER,
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"wrong-password\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.to_lowercase().contains("unauthorized") || stderr.contains("401"), "{stderr}");
+    assert!(!stderr.contains("wrong-password"));
+}

@@ -298,3 +298,77 @@ async fn bad_references_and_credentials_are_named() {
     assert!(stderr.to_lowercase().contains("unauthorized") || stderr.contains("401"), "{stderr}");
     assert!(!stderr.contains("wrong-password"));
 }
+
+/// Pushes a one-platform OCI image whose only layer is `layer`; returns its registry and client.
+async fn one_layer_image(layer: TestLayer, tag: &str) -> (LocalRegistry, Client, TestImage) {
+    let registry = LocalRegistry::start_with_basic_auth(USER, PASSWORD).await.unwrap();
+    let client = client(true);
+    let image = image(Style::Oci, vec![("linux/amd64".into(), vec![layer])], false, false);
+    push_image(&client, &Repository::new(registry.host(), "app").unwrap(), &image, tag).await;
+    (registry, client, image)
+}
+
+/// Manifests stored in repository `app`, read from the registry's storage: the ground truth of what
+/// was pushed.
+fn stored_manifests(registry: &LocalRegistry) -> usize {
+    let revisions = registry.storage_dir().join("docker/registry/v2/repositories/app/_manifests/revisions/sha256");
+    std::fs::read_dir(revisions).map_or(0, |entries| entries.count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layer_whose_bytes_do_not_match_its_digest_fails_and_nothing_is_pushed() {
+    let layer = TestLayer::gzip(21, &layer_config(), 6, false);
+    let (registry, client, image) = one_layer_image(layer.clone(), "t").await;
+    // Damage the stored blob in place: the registry now serves bytes that do not hash to the digest.
+    let hex = layer.digest.trim_start_matches("sha256:");
+    let data =
+        registry.storage_dir().join(format!("docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]));
+    let mut bytes = std::fs::read(&data).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+    let repo = Repository::new(registry.host(), "app").unwrap();
+    let before = client.get_manifest(&repo, "t").await.unwrap();
+    let (ok, _, stderr) = create(&registry.host(), "app:t", &[]);
+    assert!(!ok);
+    assert!(stderr.contains(&layer.digest) && stderr.to_lowercase().contains("digest"), "{stderr}");
+    assert!(client.get_manifest(&repo, "t-soci").await.is_err_and(|e| e.is_not_found()), "no index tag");
+    assert_eq!(client.get_manifest(&repo, "t").await.unwrap().digest, before.digest);
+    assert_eq!(image.manifests.len(), 0);
+    assert_eq!(stored_manifests(&registry), 1, "only the image's own manifest is stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_layer_fails_with_its_digest_and_nothing_is_pushed() {
+    let mut tar = testkit::generate_layer(22, &layer_config()).tar;
+    tar.truncate(tar.len() / 2);
+    let mut blob = testkit::gzip(&tar, &testkit::GzipOptions::default());
+    let crc = blob.len() - 8;
+    blob[crc] ^= 0xff;
+    let layer = TestLayer::from_parts(media::OCI_LAYER_GZIP, blob, &tar, Vec::new());
+    let (registry, _client, _) = one_layer_image(layer.clone(), "t").await;
+    let manifests_before = stored_manifests(&registry);
+    assert_eq!(manifests_before, 1, "the image's own manifest");
+    let (ok, _, stderr) = create(&registry.host(), "app:t", &[]);
+    assert!(!ok);
+    assert!(stderr.contains(&layer.digest) && stderr.contains("corrupt gzip data"), "{stderr}");
+    assert_eq!(stored_manifests(&registry), manifests_before, "no manifest pushed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_artifact_that_is_not_an_image_is_refused() {
+    let registry = LocalRegistry::start_with_basic_auth(USER, PASSWORD).await.unwrap();
+    let client = client(true);
+    let repo = Repository::new(registry.host(), "app").unwrap();
+    let config = b"{\"kind\":\"helm chart\"}".to_vec();
+    let config_digest = ztoc::sha256_digest(&config);
+    client.push_blob(&repo, &config_digest, Bytes::from(config.clone())).await.unwrap();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"application/vnd.cncf.helm.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[]}}"#,
+        media::OCI_MANIFEST,
+        config.len()
+    );
+    client.put_manifest(&repo, "chart", media::OCI_MANIFEST, Bytes::from(manifest)).await.unwrap();
+    let (ok, _, stderr) = create(&registry.host(), "app:chart", &[]);
+    assert!(!ok && stderr.contains("not an image"), "{stderr}");
+}

@@ -128,9 +128,20 @@ pub fn run(args: Args) -> Result<()> {
     runtime.block_on(run_async(args))
 }
 
-async fn run_async(args: Args) -> Result<()> {
-    let reference = registry::Reference::parse(&args.reference)
-        .with_context(|| format!("{:?} is not an image reference", args.reference))?;
+async fn run_async(mut args: Args) -> Result<()> {
+    // `http://host/repo:tag` means the same as `host/repo:tag --plain-http`.
+    if let Some(rest) = args.reference.strip_prefix("http://") {
+        args.reference = rest.to_string();
+        args.plain_http = true;
+    } else if let Some(rest) = args.reference.strip_prefix("https://") {
+        args.reference = rest.to_string();
+    }
+    let reference = registry::Reference::parse(&args.reference).with_context(|| {
+        format!(
+            "{:?} is not an image reference (expected [REGISTRY/]REPOSITORY[:TAG][@DIGEST])",
+            args.reference
+        )
+    })?;
     let credentials = if args.password_stdin {
         let mut password = String::new();
         std::io::stdin().read_to_string(&mut password).context("reading the password from stdin")?;

@@ -274,6 +274,15 @@ pub async fn create<R: Registry>(
                 .ok_or_else(|| Error::ImageNotFound { reference: descriptor.digest.clone() })?;
             parse::<Manifest>(&descriptor.digest, &fetched.bytes)?
         };
+        if wanted && !is_image_config(&manifest.config.media_type) {
+            return Err(Error::NotAnImage {
+                reference: descriptor.digest.clone(),
+                media_type: format!(
+                    "manifest of {} (config {})",
+                    descriptor.media_type, manifest.config.media_type
+                ),
+            });
+        }
         parsed.insert(descriptor.digest.clone(), manifest.clone());
         if wanted {
             images.insert(position, PlatformImage { descriptor: descriptor.clone(), manifest });
@@ -429,6 +438,11 @@ pub async fn create<R: Registry>(
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// Whether a config media type is a container image's (not another OCI artifact's).
+fn is_image_config(media_type: &str) -> bool {
+    media_type == media::OCI_CONFIG || media_type == media::DOCKER_CONFIG
 }
 
 /// The positions of the entries to index: every platform but attestations, or those asked for.

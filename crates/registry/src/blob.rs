@@ -59,6 +59,9 @@ pub(crate) struct BlobDownload {
     total_size: Option<u64>,
     counter: DigestCounter,
     response: Option<reqwest::Response>,
+    /// Whether the current response has a `Content-Length`: then hyper reports a cut body as an
+    /// error, and a clean end means the server sent everything it has.
+    response_is_framed: bool,
     /// Bytes still to drop from the current response (a server that ignored `Range` resends the start).
     skip: u64,
     /// Consecutive failures without a byte of progress in between.
@@ -85,6 +88,7 @@ impl BlobDownload {
             expected_size,
             total_size,
             counter: DigestCounter::default(),
+            response_is_framed: opened.response.content_length().is_some(),
             response: Some(opened.response),
             skip: opened.skip,
             failures: 0,
@@ -105,9 +109,16 @@ impl BlobDownload {
                 debug!(repository = %self.repo, digest = %self.digest, offset, "resuming blob download");
                 match self.client.open_blob(&self.repo, &self.digest, offset).await {
                     Ok(opened) => {
+                        self.response_is_framed = opened.response.content_length().is_some();
                         self.response = Some(opened.response);
                         self.skip = opened.skip;
                         self.total_size = self.total_size.or(opened.total_size);
+                    }
+                    // 416: there is nothing at `offset`, the blob is shorter than announced.
+                    Err(Error::Http { status: 416, .. }) if self.total_size.is_some() => {
+                        let expected = self.total_size.unwrap_or_default();
+                        let actual = self.counter.len();
+                        return self.fail(Error::SizeMismatch { digest: self.digest.clone(), expected, actual });
                     }
                     Err(error) => return self.fail(error),
                 }
@@ -138,7 +149,9 @@ impl BlobDownload {
                 Ok(None) => {
                     self.response = None;
                     let received = self.counter.len();
-                    if let Some(total) = self.total_size.filter(|&total| received < total) {
+                    let short = self.total_size.filter(|&total| received < total);
+                    if let (Some(total), false) = (short, self.response_is_framed) {
+                        // Without Content-Length a closed connection looks like a clean end.
                         let error = Error::InvalidResponse {
                             url: self.blob_url(),
                             reason: format!("body ended after {received} of {total} bytes"),

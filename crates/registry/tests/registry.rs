@@ -1,0 +1,22 @@
+//! Integration tests against a real registry (CNCF distribution 2.8, Debian's `docker-registry`),
+//! behind testkit's proxies where a real registry cannot show a behaviour (ECR-style redirects,
+//! injected faults, the referrers API), and a scripted server for bearer-token services.
+
+#[path = "registry/auth.rs"]
+mod auth;
+#[path = "registry/blobs.rs"]
+mod blobs;
+#[path = "registry/fake.rs"]
+mod fake;
+#[path = "registry/manifests.rs"]
+mod manifests;
+#[path = "registry/protocol.rs"]
+mod protocol;
+#[path = "registry/redirects.rs"]
+mod redirects;
+#[path = "registry/referrers.rs"]
+mod referrers;
+#[path = "registry/retries.rs"]
+mod retries;
+#[path = "registry/support.rs"]
+mod support;

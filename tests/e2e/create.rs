@@ -311,7 +311,8 @@ async fn one_layer_image(layer: TestLayer, tag: &str) -> (LocalRegistry, Client,
 /// Manifests stored in repository `app`, read from the registry's storage: the ground truth of what
 /// was pushed.
 fn stored_manifests(registry: &LocalRegistry) -> usize {
-    let revisions = registry.storage_dir().join("docker/registry/v2/repositories/app/_manifests/revisions/sha256");
+    let revisions =
+        registry.storage_dir().join("docker/registry/v2/repositories/app/_manifests/revisions/sha256");
     std::fs::read_dir(revisions).map_or(0, |entries| entries.count())
 }
 

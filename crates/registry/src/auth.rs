@@ -63,6 +63,15 @@ impl Credentials {
         Credentials { username: username.into(), password: Secret::new(password) }
     }
 
+    /// Decodes `base64(username:password)`, the form of ECR's GetAuthorizationToken
+    /// `authorizationToken` (`AWS:<password>`). `None` if it is not that.
+    pub fn from_base64_user_password(token: &str) -> Option<Credentials> {
+        let decoded = base64::engine::general_purpose::STANDARD.decode(token.trim()).ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        let (username, password) = decoded.split_once(':')?;
+        Some(Credentials::new(username, password))
+    }
+
     /// The `Authorization: Basic ...` header value, marked sensitive so that HTTP layers do not log it.
     pub(crate) fn basic_header(&self) -> HeaderValue {
         let encoded = base64::engine::general_purpose::STANDARD.encode(format!(
@@ -197,22 +206,37 @@ pub(crate) struct AuthCache {
 struct CachedToken {
     header: HeaderValue,
     expires: Option<Instant>,
+    with_credentials: bool,
+}
+
+/// An `Authorization` value to send, and whether credentials went into it (an anonymous token does
+/// not count: a 401 after it means credentials are missing, not wrong).
+#[derive(Clone, Debug)]
+pub(crate) struct Authorization {
+    pub(crate) header: HeaderValue,
+    pub(crate) with_credentials: bool,
 }
 
 /// Tokens are dropped this long before the registry's stated expiry, so none expires in flight.
 const TOKEN_EXPIRY_MARGIN: Duration = Duration::from_secs(30);
 
 impl AuthCache {
-    /// The Authorization header to send to `registry` for `scope`, if one is known.
-    pub(crate) fn header(&mut self, registry: &str, scope: &str) -> Option<HeaderValue> {
+    /// The Authorization to send to `registry` for `scope`, if one is known: a scoped bearer token,
+    /// else the registry's basic credentials.
+    pub(crate) fn authorization(&mut self, registry: &str, scope: &str) -> Option<Authorization> {
         let key = (registry.to_owned(), scope.to_owned());
         if let Some(token) = self.bearer.get(&key) {
             if token.expires.is_none_or(|at| Instant::now() < at) {
-                return Some(token.header.clone());
+                return Some(Authorization {
+                    header: token.header.clone(),
+                    with_credentials: token.with_credentials,
+                });
             }
             self.bearer.remove(&key);
         }
-        self.basic.get(registry).cloned()
+        self.basic
+            .get(registry)
+            .map(|header| Authorization { header: header.clone(), with_credentials: true })
     }
 
     pub(crate) fn set_bearer(
@@ -221,12 +245,14 @@ impl AuthCache {
         scope: &str,
         token: &Secret,
         expires_in: Option<u64>,
+        with_credentials: bool,
     ) {
         let expires = expires_in
             .map(|secs| Duration::from_secs(secs).saturating_sub(TOKEN_EXPIRY_MARGIN))
             .map(|ttl| Instant::now() + ttl);
         let header = sensitive_header(&format!("Bearer {}", token.expose()));
-        self.bearer.insert((registry.to_owned(), scope.to_owned()), CachedToken { header, expires });
+        let token = CachedToken { header, expires, with_credentials };
+        self.bearer.insert((registry.to_owned(), scope.to_owned()), token);
     }
 
     pub(crate) fn set_basic(&mut self, registry: &str, header: HeaderValue) {
@@ -341,6 +367,17 @@ mod tests {
     }
 
     #[test]
+    fn ecr_style_tokens() {
+        let token = base64::engine::general_purpose::STANDARD.encode("AWS:pass:with:colons");
+        let credentials = Credentials::from_base64_user_password(&token).unwrap();
+        assert_eq!(credentials.username, "AWS");
+        assert_eq!(credentials.password.expose(), "pass:with:colons");
+        assert!(Credentials::from_base64_user_password("not base64!").is_none());
+        let no_colon = base64::engine::general_purpose::STANDARD.encode("nocolon");
+        assert!(Credentials::from_base64_user_password(&no_colon).is_none());
+    }
+
+    #[test]
     fn token_field_fallback() {
         let t: TokenResponse = serde_json::from_str(r#"{"access_token":"a"}"#).unwrap();
         assert_eq!(t.into_token().unwrap().expose(), "a");
@@ -353,17 +390,19 @@ mod tests {
     #[test]
     fn cache_prefers_scoped_bearer_and_expires() {
         let mut cache = AuthCache::default();
-        assert!(cache.header("r", "s").is_none());
+        assert!(cache.authorization("r", "s").is_none());
         cache.set_basic("r", sensitive_header("Basic b"));
-        assert_eq!(cache.header("r", "s").unwrap(), "Basic b");
-        cache.set_bearer("r", "s", &Secret::new("t"), None);
-        assert_eq!(cache.header("r", "s").unwrap(), "Bearer t");
-        assert_eq!(cache.header("r", "other").unwrap(), "Basic b");
+        assert_eq!(cache.authorization("r", "s").unwrap().header, "Basic b");
+        assert!(cache.authorization("r", "s").unwrap().with_credentials);
+        cache.set_bearer("r", "s", &Secret::new("t"), None, false);
+        let bearer = cache.authorization("r", "s").unwrap();
+        assert_eq!((bearer.header, bearer.with_credentials), ("Bearer t".parse().unwrap(), false));
+        assert_eq!(cache.authorization("r", "other").unwrap().header, "Basic b");
         // A token with less than the margin left is already expired.
-        cache.set_bearer("r", "s2", &Secret::new("t2"), Some(1));
-        assert_eq!(cache.header("r", "s2").unwrap(), "Basic b");
+        cache.set_bearer("r", "s2", &Secret::new("t2"), Some(1), true);
+        assert_eq!(cache.authorization("r", "s2").unwrap().header, "Basic b");
         cache.invalidate("r", "s");
-        assert!(cache.header("r", "s").is_none());
+        assert!(cache.authorization("r", "s").is_none());
     }
 
     #[allow(dead_code)]

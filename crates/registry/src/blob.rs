@@ -118,7 +118,11 @@ impl BlobDownload {
                     Err(Error::Http { status: 416, .. }) if self.total_size.is_some() => {
                         let expected = self.total_size.unwrap_or_default();
                         let actual = self.counter.len();
-                        return self.fail(Error::SizeMismatch { digest: self.digest.clone(), expected, actual });
+                        return self.fail(Error::SizeMismatch {
+                            digest: self.digest.clone(),
+                            expected,
+                            actual,
+                        });
                     }
                     Err(error) => return self.fail(error),
                 }

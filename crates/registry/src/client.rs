@@ -9,11 +9,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode};
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument as _};
 use url::Url;
 
 use crate::auth::{
-    parse_www_authenticate, AuthCache, Challenge, CredentialSource, Credentials, TokenResponse,
+    parse_www_authenticate, AuthCache, Authorization, Challenge, CredentialSource, Credentials, TokenResponse,
 };
 use crate::blob::{BlobDownload, BlobStream};
 use crate::digest::{is_digest, sha256_digest, validate_digest, validate_manifest_reference};
@@ -688,7 +688,8 @@ impl Client {
         let max_attempts = policy.max_attempts.max(1);
         let mut attempt = 1;
         loop {
-            match op(attempt).await {
+            // The span puts the attempt number on every request event of this attempt.
+            match op(attempt).instrument(tracing::debug_span!("attempt", attempt)).await {
                 Ok(value) => return Ok(value),
                 Err(error) if should_retry(&error) && attempt < max_attempts => {
                     let delay = policy.delay(attempt, error.retry_after());
@@ -709,20 +710,17 @@ impl Client {
     pub(crate) async fn send(&self, request: &Request<'_>) -> Result<Sent, Error> {
         let registry = request.repo.registry();
         let scope = request.access.scope(request.repo.name());
-        let mut credentials_offered = false;
         let mut round = 0;
         loop {
-            let authorization =
-                self.inner.auth.lock().unwrap_or_else(|e| e.into_inner()).header(registry, &scope);
+            let authorization = self.auth_cache().authorization(registry, &scope);
             let sent = self.send_following_redirects(request, authorization.as_ref()).await?;
-            let credentials_sent = credentials_offered || authorization.is_some();
             if sent.status() != StatusCode::UNAUTHORIZED || !sent.from_registry || round == MAX_AUTH_ROUNDS {
-                return Ok(Sent { credentials_sent, ..sent });
+                return Ok(sent);
             }
             round += 1;
             if authorization.is_some() {
                 // What we sent was rejected: an expired token, or credentials that changed.
-                self.inner.auth.lock().unwrap_or_else(|e| e.into_inner()).invalidate(registry, &scope);
+                self.auth_cache().invalidate(registry, &scope);
                 self.inner.credentials.invalidate(registry);
             }
             let challenges: Vec<Challenge> = sent
@@ -735,28 +733,25 @@ impl Client {
                 .collect();
             if let Some(bearer) = challenges.iter().find(|c| c.scheme == "bearer") {
                 let credentials = self.credentials(registry).await?;
-                credentials_offered |= credentials.is_some();
-                let token = self.fetch_token(registry, bearer, &scope, credentials.as_ref()).await?;
-                self.inner
-                    .auth
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .set_bearer(registry, &scope, &token.0, token.1);
+                let (token, expires_in) =
+                    self.fetch_token(registry, bearer, &scope, credentials.as_ref()).await?;
+                self.auth_cache().set_bearer(registry, &scope, &token, expires_in, credentials.is_some());
             } else if challenges.iter().any(|c| c.scheme == "basic") {
                 let Some(credentials) = self.credentials(registry).await? else {
+                    let credentials_sent = sent.credentials_sent;
                     return Err(Error::Unauthorized { registry: registry.to_owned(), credentials_sent });
                 };
-                credentials_offered = true;
-                self.inner
-                    .auth
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .set_basic(registry, credentials.basic_header());
+                self.auth_cache().set_basic(registry, credentials.basic_header());
             } else {
                 // No challenge we can answer: let the caller report the 401.
-                return Ok(Sent { credentials_sent, ..sent });
+                return Ok(sent);
             }
         }
+    }
+
+    fn auth_cache(&self) -> std::sync::MutexGuard<'_, AuthCache> {
+        // The cache stays consistent even if a holder panicked: every update is a single insert/remove.
+        self.inner.auth.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn credentials(&self, registry: &str) -> Result<Option<Credentials>, Error> {
@@ -835,7 +830,7 @@ impl Client {
     async fn send_following_redirects(
         &self,
         request: &Request<'_>,
-        authorization: Option<&HeaderValue>,
+        authorization: Option<&Authorization>,
     ) -> Result<Sent, Error> {
         let registry_origin = request.url.origin();
         let mut method = request.method.clone();
@@ -846,8 +841,8 @@ impl Client {
             let mut builder =
                 self.inner.http.request(method.clone(), url.clone()).headers(request.headers.clone());
             let authorized = from_registry && authorization.is_some();
-            if let (true, Some(value)) = (authorized, authorization) {
-                builder = builder.header(AUTHORIZATION, value.clone());
+            if let (true, Some(authorization)) = (authorized, authorization) {
+                builder = builder.header(AUTHORIZATION, authorization.header.clone());
             }
             if let Some(body) = &body {
                 builder = builder.body(body.clone());
@@ -875,7 +870,8 @@ impl Client {
                 url = next;
                 continue;
             }
-            return Ok(Sent { response, url, method, credentials_sent: authorized, from_registry });
+            let credentials_sent = authorized && authorization.is_some_and(|a| a.with_credentials);
+            return Ok(Sent { response, url, method, credentials_sent, from_registry });
         }
         Err(Error::TooManyRedirects { url: redact_url(&url), max: MAX_REDIRECTS })
     }
@@ -894,6 +890,19 @@ impl Client {
         let retry_after = retry_after_of(&sent.response);
         let registry = repo.registry().to_owned();
         if status == 401 && sent.from_registry {
+            // A token that authenticated but does not grant the scope: a permission problem.
+            let insufficient_scope = sent
+                .response
+                .headers()
+                .get_all(reqwest::header::WWW_AUTHENTICATE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(parse_www_authenticate)
+                .any(|c| c.param("error") == Some("insufficient_scope"));
+            if insufficient_scope && sent.credentials_sent {
+                let detail = "insufficient_scope".to_owned();
+                return Error::Denied { registry, repository: repo.name().to_owned(), detail };
+            }
             return Error::Unauthorized { registry, credentials_sent: sent.credentials_sent };
         }
         let from_registry = sent.from_registry;
@@ -1147,10 +1156,23 @@ fn xml_element<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     Some(text[start..end].trim())
 }
 
+/// Compile-time checks: the client is shareable and its futures and streams can be spawned.
 #[allow(dead_code)]
-fn assert_client_is_send_sync() {
-    fn is<T: Send + Sync>() {}
-    is::<Client>();
+fn assert_spawnable(client: &Client, repo: &Repository) {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send_static<T: Send + 'static>(_: &T) {}
+    fn send<T: Send>(_: T) {}
+    send_sync(client);
+    send(client.get_manifest(repo, "t"));
+    send(client.head_manifest(repo, "t"));
+    send(client.put_manifest(repo, "t", "", Bytes::new()));
+    send(client.delete_manifest(repo, ""));
+    send(client.blob_exists(repo, ""));
+    send(client.get_blob(repo, "", None));
+    send(client.get_blob_range(repo, "", 0, 1));
+    send(client.push_blob(repo, "", Bytes::new()));
+    send(client.referrers(repo, "", None));
+    let _ = |stream: BlobStream| send_static(&stream);
 }
 
 #[cfg(test)]

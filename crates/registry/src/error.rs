@@ -59,10 +59,10 @@ pub enum Error {
         credentials_sent: bool,
     },
 
-    /// The registry authenticated us but refused the operation (403).
+    /// The registry authenticated us but refused the operation (403, or 401 `insufficient_scope`).
     #[error(
-        "{registry}: access to {repository} denied (403){}: the credentials lack the permission for \
-         this operation (pushing needs write access)",
+        "{registry}: access to {repository} denied{}: the credentials lack the permission for this \
+         operation (pulling needs read access, pushing write access)",
         fmt_detail(detail)
     )]
     Denied {

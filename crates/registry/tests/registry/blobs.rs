@@ -22,7 +22,10 @@ async fn push_is_post_then_put_and_the_blob_streams_back_verified() {
     let uploads: Vec<_> =
         proxy.requests_log().into_iter().filter(|r| r.path.contains("/blobs/uploads/")).collect();
     assert_eq!(uploads.len(), 2, "{uploads:?}");
-    assert_eq!((uploads[0].method.as_str(), uploads[0].path.as_str()), ("POST", "/v2/blobs/big/blobs/uploads/"));
+    assert_eq!(
+        (uploads[0].method.as_str(), uploads[0].path.as_str()),
+        ("POST", "/v2/blobs/big/blobs/uploads/")
+    );
     assert_eq!(uploads[0].status, 202);
     assert_eq!(uploads[1].method, "PUT");
     assert_eq!(uploads[1].status, 201);

@@ -68,7 +68,9 @@ pub struct FakeServer {
 
 impl FakeServer {
     /// Serves `handler`, which also gets the server's own address (to build absolute URLs).
-    pub async fn start(handler: impl Fn(&RawRequest, SocketAddr) -> RawResponse + Send + Sync + 'static) -> FakeServer {
+    pub async fn start(
+        handler: impl Fn(&RawRequest, SocketAddr) -> RawResponse + Send + Sync + 'static,
+    ) -> FakeServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -87,7 +89,10 @@ impl FakeServer {
                     for (name, value) in &response.headers {
                         head.push_str(&format!("{name}: {value}\r\n"));
                     }
-                    head.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", response.body.len()));
+                    head.push_str(&format!(
+                        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+                        response.body.len()
+                    ));
                     let body_len = response.cut_after.unwrap_or(response.body.len()).min(response.body.len());
                     let _ = stream.write_all(head.as_bytes()).await;
                     if request.method != "HEAD" {

@@ -62,7 +62,10 @@ async fn media_types_push_by_digest_and_delete() {
     };
     let docker = Bytes::from(serde_json::to_vec(&docker).unwrap());
     let docker_digest = sha256_digest(&docker);
-    let put = client.put_manifest(&repo, &docker_digest, media_type::DOCKER_MANIFEST, docker.clone()).await.unwrap();
+    let put = client
+        .put_manifest(&repo, &docker_digest, media_type::DOCKER_MANIFEST, docker.clone())
+        .await
+        .unwrap();
     assert_eq!(put.digest, docker_digest);
     assert_eq!(put.oci_subject, None);
     let got = client.get_manifest(&repo, &docker_digest).await.unwrap();

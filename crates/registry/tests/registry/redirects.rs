@@ -28,7 +28,11 @@ async fn redirected_blobs_never_get_the_registry_authorization() {
         "Range survives the redirect: {storage:?}"
     );
     // The registry itself did get credentials for those GETs.
-    assert!(proxy.requests_log().iter().filter(|r| r.method == "GET").all(|r| r.authorization || r.status == 401));
+    assert!(proxy
+        .requests_log()
+        .iter()
+        .filter(|r| r.method == "GET")
+        .all(|r| r.authorization || r.status == 401));
 
     // The blob HEAD is not followed to storage (S3 would refuse a HEAD on a presigned GET URL).
     assert!(client.blob_exists(&repo, &image.layer_digest).await.unwrap());

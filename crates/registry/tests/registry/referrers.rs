@@ -42,13 +42,15 @@ async fn referrers_listed_and_oci_subject_reported() {
     let put = client.put_manifest(&repo, &referrer_digest, media_type::OCI_MANIFEST, referrer).await.unwrap();
     assert_eq!(put.oci_subject.as_deref(), Some(image.manifest_digest.as_str()));
 
-    let index = client.referrers(&repo, &image.manifest_digest, Some(SOCI_INDEX_TYPE)).await.unwrap().unwrap();
+    let index =
+        client.referrers(&repo, &image.manifest_digest, Some(SOCI_INDEX_TYPE)).await.unwrap().unwrap();
     let index: serde_json::Value = serde_json::from_slice(&index).unwrap();
     assert_eq!(index["mediaType"], media_type::OCI_INDEX);
     assert_eq!(index["manifests"][0]["digest"], referrer_digest.as_str());
     assert_eq!(index["manifests"][0]["artifactType"], SOCI_INDEX_TYPE);
 
-    let none = client.referrers(&repo, &image.manifest_digest, Some("application/x-other")).await.unwrap().unwrap();
+    let none =
+        client.referrers(&repo, &image.manifest_digest, Some("application/x-other")).await.unwrap().unwrap();
     let none: serde_json::Value = serde_json::from_slice(&none).unwrap();
     assert_eq!(none["manifests"].as_array().map(Vec::len), Some(0));
 }

@@ -20,7 +20,9 @@ async fn server_errors_then_success() {
     assert_eq!(manifest.bytes, image.manifest);
     assert_eq!(proxy.faults_injected(), 2);
 
-    let plan = FaultPlan::new().fail_first(2, Fault::TooManyRequests { retry_after_secs: 0 }).only(RequestFilter::BlobGets);
+    let plan = FaultPlan::new()
+        .fail_first(2, Fault::TooManyRequests { retry_after_secs: 0 })
+        .only(RequestFilter::BlobGets);
     let proxy = FaultProxy::start(registry.addr(), plan).await.unwrap();
     let via = repo(&proxy.host(), "flaky/app");
     let stream = anonymous_client().get_blob(&via, &image.layer_digest, None).await.unwrap();
@@ -56,7 +58,9 @@ async fn persistent_errors_exhaust_the_budget_and_4xx_is_not_retried() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let error = client.get_manifest(&repo(&closed.to_string(), "x/y"), "v1").await.unwrap_err();
     match &error {
-        Error::RetriesExhausted { attempts: 3, last } => assert!(matches!(**last, Error::Transport { .. }), "{last:?}"),
+        Error::RetriesExhausted { attempts: 3, last } => {
+            assert!(matches!(**last, Error::Transport { .. }), "{last:?}")
+        }
         other => panic!("{other:?}"),
     }
     assert!(error.is_retryable());
@@ -74,7 +78,10 @@ async fn a_failed_upload_put_restarts_from_a_new_post() {
     let via = repo(&proxy.host(), "uploads/app");
     let blob = random_bytes(200_000, 41);
     let digest = sha256_digest(&blob);
-    assert_eq!(anonymous_client().push_blob(&via, &digest, blob.clone()).await.unwrap(), PushedBlob::Uploaded);
+    assert_eq!(
+        anonymous_client().push_blob(&via, &digest, blob.clone()).await.unwrap(),
+        PushedBlob::Uploaded
+    );
     let uploads: Vec<(String, u16)> = proxy
         .requests_log()
         .into_iter()
@@ -96,7 +103,8 @@ async fn a_cut_blob_stream_resumes_with_range() {
     let digest = sha256_digest(&blob);
     anonymous_client().push_blob(&direct, &digest, blob.clone()).await.unwrap();
 
-    let proxy = FaultProxy::start(registry.addr(), FaultPlan::new().cut_blob_gets(2, 1024 * 1024)).await.unwrap();
+    let proxy =
+        FaultProxy::start(registry.addr(), FaultPlan::new().cut_blob_gets(2, 1024 * 1024)).await.unwrap();
     let via = repo(&proxy.host(), "cut/app");
     let stream = anonymous_client().get_blob(&via, &digest, Some(blob.len() as u64)).await.unwrap();
     let (bytes, _) = collect(stream).await.unwrap();

@@ -76,7 +76,13 @@ pub fn descriptor(media_type: &str, bytes: &[u8]) -> serde_json::Value {
 }
 
 /// Pushes a config, a layer of `layer_size` random bytes and an OCI manifest tagged `tag`.
-pub async fn push_image(client: &Client, repo: &Repository, tag: &str, layer_size: usize, seed: u64) -> PushedImage {
+pub async fn push_image(
+    client: &Client,
+    repo: &Repository,
+    tag: &str,
+    layer_size: usize,
+    seed: u64,
+) -> PushedImage {
     let config = Bytes::from(format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#));
     let layer = random_bytes(layer_size, seed);
     client.push_blob(repo, &sha256_digest(&config), config.clone()).await.unwrap();

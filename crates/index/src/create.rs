@@ -21,6 +21,9 @@ use crate::oci::{Descriptor, ImageConfigPlatform, Index, Manifest, Platform};
 use crate::registry::{Registry, SourceError, SourceErrorKind};
 use crate::soci::{self, IndexVersion, ZtocEntry};
 
+/// Bytes handed to the zTOC builder at a time.
+const FEED_SIZE: usize = 256 * 1024;
+
 /// soci's default minimum compressed layer size: smaller layers are pulled whole.
 pub const DEFAULT_MIN_LAYER_SIZE: u64 = 10 << 20;
 /// The default suffix of the v2 tag.
@@ -633,9 +636,22 @@ async fn build_ztocs<R: Registry>(
 ) -> Result<Vec<BuiltLayer>, Error> {
     let semaphore = Arc::new(Semaphore::new(options.concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
-    for (position, layer) in layers.into_iter().enumerate() {
+    let mut results: Vec<(usize, BuiltLayer)> = Vec::new();
+    let mut first_error = None;
+    // Largest first: with a few workers, this keeps them busy until the end (longest processing time
+    // first scheduling), instead of one worker finishing a big layer alone.
+    let mut order: Vec<(usize, Descriptor)> = layers.into_iter().enumerate().collect();
+    order.sort_by_key(|(position, layer)| (std::cmp::Reverse(layer.size), *position));
+    for (position, layer) in order {
+        // Taking the permit before spawning keeps the order above.
+        let permit = semaphore.clone().acquire_owned().await.expect("semaphore is never closed");
+        while let Some(joined) = tasks.try_join_next() {
+            collect(joined, &mut results, &mut first_error);
+        }
+        if first_error.is_some() {
+            break;
+        }
         let registry = registry.clone();
-        let semaphore = semaphore.clone();
         let observer = observer.clone();
         let build_options = ztoc::BuildOptions {
             span_size: options.span_size,
@@ -643,7 +659,7 @@ async fn build_ztocs<R: Registry>(
             format: None,
         };
         tasks.spawn(async move {
-            let _permit = semaphore.acquire_owned().await.expect("semaphore is never closed");
+            let _permit = permit;
             let result = build_one(registry.as_ref(), &layer, build_options, observer.as_ref()).await;
             if let Ok((report, _)) = &result {
                 observer.layer_finished(report);
@@ -651,22 +667,10 @@ async fn build_ztocs<R: Registry>(
             (position, layer, result)
         });
     }
-    let mut results: Vec<(usize, BuiltLayer)> = Vec::new();
-    let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
-        let (position, layer, result) = match joined {
-            Ok(done) => done,
-            // Aborted after another layer failed.
-            Err(e) if e.is_cancelled() => continue,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        };
-        match result {
-            Ok(built) => results.push((position, (layer, built))),
-            Err(e) => {
-                // Stop the other layers: the run fails and nothing past blobs is pushed.
-                tasks.abort_all();
-                first_error.get_or_insert(e);
-            }
+        if collect(joined, &mut results, &mut first_error) {
+            // Stop the other layers: the run fails and nothing past blobs is pushed.
+            tasks.abort_all();
         }
     }
     if let Some(e) = first_error {
@@ -674,6 +678,31 @@ async fn build_ztocs<R: Registry>(
     }
     results.sort_by_key(|(position, _)| *position);
     Ok(results.into_iter().map(|(_, built)| built).collect())
+}
+
+type JoinedLayer =
+    Result<(usize, Descriptor, Result<(LayerReport, Option<ZtocEntry>), Error>), tokio::task::JoinError>;
+
+/// Files a finished layer task's result; returns true if it is the first failure.
+fn collect(
+    joined: JoinedLayer,
+    results: &mut Vec<(usize, BuiltLayer)>,
+    first_error: &mut Option<Error>,
+) -> bool {
+    match joined {
+        Ok((position, layer, Ok(built))) => {
+            results.push((position, (layer, built)));
+            false
+        }
+        Ok((_, _, Err(e))) => {
+            let first = first_error.is_none();
+            first_error.get_or_insert(e);
+            first
+        }
+        // Aborted after another layer failed.
+        Err(e) if e.is_cancelled() => false,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
 }
 
 /// Streams one layer through the zTOC builder (on a blocking thread) and pushes the zTOC.
@@ -706,22 +735,35 @@ async fn build_one<R: Registry>(
     let mut done = 0u64;
     let mut stream_error = None;
     let mut last_report = Instant::now();
-    while let Some(item) = stream.next().await {
+    // Network chunks are small (a few KiB); the builder is fastest on big pieces, so gather them.
+    let mut pending = bytes::BytesMut::with_capacity(FEED_SIZE);
+    loop {
+        let item = stream.next().await;
+        let end = item.is_none();
         match item {
-            Ok(chunk) => {
+            Some(Ok(chunk)) => {
                 done += chunk.len() as u64;
-                if sender.send(chunk).await.is_err() {
-                    break; // the builder stopped: its error says why
-                }
-                if last_report.elapsed() > Duration::from_millis(100) {
-                    observer.layer_progress(&layer.digest, done);
-                    last_report = Instant::now();
-                }
+                pending.extend_from_slice(&chunk);
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 stream_error = Some(e);
                 break;
             }
+            None => {}
+        }
+        if (end && !pending.is_empty()) || pending.len() >= FEED_SIZE {
+            let piece = pending.split().freeze();
+            pending.reserve(FEED_SIZE);
+            if sender.send(piece).await.is_err() {
+                break; // the builder stopped: its error says why
+            }
+        }
+        if end {
+            break;
+        }
+        if last_report.elapsed() > Duration::from_millis(100) {
+            observer.layer_progress(&layer.digest, done);
+            last_report = Instant::now();
         }
     }
     drop(sender);

@@ -10,7 +10,7 @@ use index::oci::Platform;
 use index::{CreateOptions, IndexVersion};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::wiring::RepositoryClient;
+use registry::index_adapter::RepositoryClient;
 
 /// Arguments of `create`.
 #[derive(Debug, clap::Args)]
@@ -153,7 +153,16 @@ async fn run_async(mut args: Args) -> Result<()> {
     } else {
         None
     };
-    let client = RepositoryClient::connect(&reference, args.plain_http, credentials)?;
+    let source: Arc<dyn registry::CredentialSource> = match credentials {
+        Some(credentials) => Arc::new(registry::StaticCredentials(credentials)),
+        None => Arc::new(registry::Anonymous),
+    };
+    let config = registry::ClientConfig {
+        plain_http: args.plain_http,
+        user_agent: crate::DEFAULT_BUILD_TOOL.to_string(),
+        ..registry::ClientConfig::default()
+    };
+    let client = RepositoryClient::new(registry::Client::new(config, source)?, reference.to_repository());
     let mut platforms = Vec::new();
     for spec in &args.platforms {
         platforms.push(Platform::parse(spec).with_context(|| {

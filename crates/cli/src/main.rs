@@ -6,7 +6,6 @@ mod extract;
 mod info;
 mod output;
 mod progress;
-mod wiring;
 mod ztoc_cmd;
 
 use std::process::ExitCode;

@@ -24,6 +24,8 @@ mod blob;
 mod client;
 mod digest;
 mod error;
+#[cfg(feature = "index")]
+pub mod index_adapter;
 mod reference;
 mod retry;
 

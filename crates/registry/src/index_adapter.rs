@@ -1,16 +1,15 @@
-//! Wiring the HTTP registry client into the index pipeline: [`RepositoryClient`] implements
-//! [`index::Registry`] for one repository.
+//! The HTTP client as the index pipeline's registry: [`RepositoryClient`] implements
+//! [`index::Registry`] for one repository. (Feature `index`: the CLI and the Lambda wire this crate into
+//! `crates/index`, which itself knows nothing of HTTP.)
 
-use std::sync::Arc;
-
-use anyhow::Result;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use index::oci::Descriptor;
 use index::{BlobStream, FetchedManifest, PushedManifest, SourceError, SourceErrorKind};
-use registry::{Client, ClientConfig, CredentialSource, Credentials, Reference, Repository};
 
-/// The registry client bound to the image's repository.
+use crate::{Client, Repository};
+
+/// The registry client bound to one repository.
 #[derive(Clone, Debug)]
 pub struct RepositoryClient {
     client: Client,
@@ -18,34 +17,29 @@ pub struct RepositoryClient {
 }
 
 impl RepositoryClient {
-    /// A client for the repository of `reference`.
-    pub fn connect(
-        reference: &Reference,
-        plain_http: bool,
-        credentials: Option<Credentials>,
-    ) -> Result<RepositoryClient> {
-        let source: Arc<dyn CredentialSource> = match credentials {
-            Some(credentials) => Arc::new(registry::StaticCredentials(credentials)),
-            None => Arc::new(registry::Anonymous),
-        };
-        let config = ClientConfig {
-            plain_http,
-            user_agent: crate::DEFAULT_BUILD_TOOL.to_string(),
-            ..ClientConfig::default()
-        };
-        Ok(RepositoryClient { client: Client::new(config, source)?, repository: reference.to_repository() })
+    /// Binds `client` to `repository`.
+    pub fn new(client: Client, repository: Repository) -> RepositoryClient {
+        RepositoryClient { client, repository }
+    }
+
+    /// The repository.
+    pub fn repository(&self) -> &Repository {
+        &self.repository
+    }
+
+    /// The client.
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 }
 
 /// Maps a registry error to the pipeline's error kinds.
-pub fn source_error(error: registry::Error) -> SourceError {
+pub fn source_error(error: crate::Error) -> SourceError {
     let kind = match &error {
-        registry::Error::NotFound { .. } => SourceErrorKind::NotFound,
-        registry::Error::Unauthorized { .. } => SourceErrorKind::Unauthorized,
-        registry::Error::Denied { .. } => SourceErrorKind::Denied,
-        registry::Error::DigestMismatch { .. } | registry::Error::SizeMismatch { .. } => {
-            SourceErrorKind::Corrupt
-        }
+        crate::Error::NotFound { .. } => SourceErrorKind::NotFound,
+        crate::Error::Unauthorized { .. } => SourceErrorKind::Unauthorized,
+        crate::Error::Denied { .. } => SourceErrorKind::Denied,
+        crate::Error::DigestMismatch { .. } | crate::Error::SizeMismatch { .. } => SourceErrorKind::Corrupt,
         _ => SourceErrorKind::Other,
     };
     let retryable = error.is_retryable();

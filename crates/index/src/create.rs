@@ -234,10 +234,21 @@ pub async fn create<R: Registry>(
     // The image as an index (or none) plus the platform manifests to index.
     let (original_index, mut entries) = if media::is_image_index(&root_type) {
         let index: Index = parse(&root.digest, &root.bytes)?;
+        if index.manifests().iter().any(|d| d.artifact_type == media::SOCI_INDEX_V2) {
+            return Err(Error::SociArtifact {
+                reference: reference.into(),
+                what: "an image index that already carries SOCI indexes (soci-indexer's own output)",
+            });
+        }
         let entries = index.manifests().to_vec();
         (Some(index), entries)
     } else if media::is_image_manifest(&root_type) {
         let manifest: Manifest = parse(&root.digest, &root.bytes)?;
+        if manifest.config.media_type == media::SOCI_INDEX_V1
+            || manifest.config.media_type == media::SOCI_INDEX_V2
+        {
+            return Err(Error::SociArtifact { reference: reference.into(), what: "a SOCI index manifest" });
+        }
         let config = registry
             .get_blob_bytes(&manifest.config)
             .await

@@ -28,6 +28,14 @@ pub enum Error {
         /// What it is.
         media_type: String,
     },
+    /// The reference is soci's own output (loop guard: never index an index).
+    #[error("{reference} is {what}, not an image to index")]
+    SociArtifact {
+        /// The tag or digest.
+        reference: String,
+        /// What it is.
+        what: &'static str,
+    },
     /// A manifest cannot be parsed.
     #[error("manifest {digest} is not valid JSON for its type: {source}")]
     BadManifest {
@@ -62,6 +70,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the input itself rules out an index (not an image, soci's own output, no such platform,
+    /// no tag for v2): retrying cannot help, and an event-driven caller should skip with this reason.
+    pub fn is_unindexable_input(&self) -> bool {
+        matches!(
+            self,
+            Error::NotAnImage { .. }
+                | Error::SociArtifact { .. }
+                | Error::PlatformNotFound { .. }
+                | Error::NeedsTag
+                | Error::ImageNotFound { .. }
+        )
+    }
+
     /// Whether trying again later may succeed (a registry or network hiccup, not bad input).
     pub fn is_retryable(&self) -> bool {
         match self {

@@ -267,6 +267,29 @@ async fn same_input_same_digests_and_a_second_run_is_already_indexed() {
     assert_eq!(again.outcome, Outcome::AlreadyIndexed);
     assert_eq!(first.pushes().len(), pushes_before, "nothing pushed when already indexed");
 
+    // The output itself is never indexed (loop guard).
+    let err = index::create(
+        first.clone(),
+        "app-soci",
+        Some("app-soci"),
+        &CreateOptions { force: true, ..options(IndexVersion::V2) },
+        Arc::new(index::create::Silent),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, index::Error::SociArtifact { .. }), "{err}");
+    let soci_manifest = a.platforms[0].soci_index_digest.clone().unwrap();
+    let err = index::create(
+        first.clone(),
+        &soci_manifest,
+        Some("x"),
+        &options(IndexVersion::V2),
+        Arc::new(index::create::Silent),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, index::Error::SociArtifact { .. }) && err.is_unindexable_input(), "{err}");
+
     let forced = index::create(
         first.clone(),
         "app",

@@ -11,14 +11,18 @@
 //! Targets: the 4-layer create within 1.2x the slowest layer's `gzip -dc`, peak RSS <= 128 MiB and not
 //! growing with the image size.
 
-// wait4 is the one way to read the peak RSS of exactly one child process.
+// support::measure uses wait4: the one way to read the peak RSS of exactly one child process.
 #![allow(unsafe_code)]
+
+mod support;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use support::{measure, ChildRun};
 
 use bytes::Bytes;
 use registry::{Client, ClientConfig, Repository};
@@ -31,27 +35,6 @@ const LAYER_ROOTS: [&[&str]; 4] = [
     &["/usr/lib/google-cloud-sdk"],
     &["/usr/share", "/usr/lib/llvm-14"],
 ];
-
-struct ChildRun {
-    wall: Duration,
-    max_rss_kib: i64,
-}
-
-fn measure(mut cmd: Command) -> ChildRun {
-    let start = Instant::now();
-    let child = cmd.spawn().expect("spawn");
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value to be overwritten by wait4.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child, which `child` never waits for (it is forgotten below).
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let wall = start.elapsed();
-    std::mem::forget(child);
-    assert_eq!(waited, pid, "wait4 failed");
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{cmd:?} failed with status {status}");
-    ChildRun { wall, max_rss_kib: usage.ru_maxrss }
-}
 
 /// The cached layer `n` (gzip -6 of a tar of some /usr trees, ~280 MB of file data).
 fn layer(n: usize) -> PathBuf {
@@ -154,13 +137,9 @@ fn main() {
         .status()
         .expect("run the pusher");
     assert!(status.success(), "pushing the bench images failed");
-    // SAFETY: getrusage only writes into the struct we pass; RUSAGE_SELF is always valid.
-    let mut own: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut own) };
     println!(
-        "(bench process peak RSS {:.1} MiB: the floor of the figures below)",
-        own.ru_maxrss as f64 / 1024.0
+        "(this bench process: peak RSS {:.1} MiB; the figures below are the CLI's own)",
+        support::own_peak_rss_mib()
     );
 
     let best = |image_ref: &str| {

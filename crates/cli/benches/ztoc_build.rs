@@ -9,36 +9,17 @@
 //! Set `SOCI_BENCH_LAYER=/path/to/layer.tar.gz` to use another layer, `SOCI_BENCH_RUNS` for repeats
 //! (default 3; the fastest run counts), `SOCI_BENCH_TAR_BYTES` for the size of the generated tar.
 
-// wait4 is the one way to read the peak RSS of exactly one child process.
+// support::measure uses wait4: the one way to read the peak RSS of exactly one child process.
 #![allow(unsafe_code)]
+
+mod support;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Wall time and peak resident memory of one child process.
-struct ChildRun {
-    wall: Duration,
-    max_rss_kib: i64,
-}
-
-/// Runs `cmd` to completion and reads its own rusage (not the sum over all children).
-fn measure(mut cmd: Command) -> ChildRun {
-    let start = Instant::now();
-    let child = cmd.spawn().expect("spawn");
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value to be overwritten by wait4.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child, which `child` never waits for (it is forgotten below).
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let wall = start.elapsed();
-    std::mem::forget(child);
-    assert_eq!(waited, pid, "wait4 failed");
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{cmd:?} failed with status {status}");
-    ChildRun { wall, max_rss_kib: usage.ru_maxrss }
-}
+use support::measure;
 
 fn best_of<T>(runs: usize, mut f: impl FnMut() -> T, key: impl Fn(&T) -> Duration) -> T {
     (0..runs).map(|_| f()).min_by_key(|r| key(r)).expect("at least one run")

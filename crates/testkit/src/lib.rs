@@ -1,11 +1,13 @@
 //! Seeded generators of tar layers for soci-indexer's tests and benchmarks, and registry fixtures:
-//! a real registry on loopback ([`registry`]) and HTTP proxies in front of it ([`proxy`]).
+//! a real registry on loopback ([`registry`]), HTTP proxies in front of it ([`proxy`]), and moto's
+//! AWS server for ECR's control plane ([`moto`]).
 //!
 //! The generators are deterministic in the seed, so a failing case can be replayed from its seed alone.
 
 use std::io::Write;
 
 pub mod image;
+pub mod moto;
 pub mod proxy;
 pub mod registry;
 

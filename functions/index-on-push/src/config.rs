@@ -1,0 +1,338 @@
+//! Settings, read once at cold start from the environment. A bad value stops the function before it
+//! takes any event, with a message that names the variable.
+
+use std::fmt;
+
+use index::{CreateOptions, IndexVersion};
+
+use crate::filter::Filters;
+
+/// The default zTOC and SOCI index build-tool identifier (the CLI's).
+pub const DEFAULT_BUILD_TOOL: &str = concat!("soci-indexer v", env!("CARGO_PKG_VERSION"));
+
+/// The most layers built at once.
+pub const MAX_CONCURRENCY: usize = 256;
+
+/// Where the images are, when not in the event's account's ECR registry (local runs and tests).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryOverride {
+    /// `host[:port]`, as in image references.
+    pub host: String,
+    /// Talk `http://` (from an `http://` URL).
+    pub plain_http: bool,
+}
+
+/// Everything the function is told through its environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// `SOCI_FILTERS`: which `repository:tag` pushes to index (default `*:*`).
+    pub filters: Filters,
+    /// `SOCI_INDEX_VERSION`: `v2` (default) or `v1`.
+    pub index_version: IndexVersion,
+    /// `SOCI_MIN_LAYER_SIZE`: smaller layers (compressed bytes) get no zTOC (default 10 MiB).
+    pub min_layer_size: u64,
+    /// `SOCI_SPAN_SIZE`: uncompressed bytes between zTOC checkpoints (default 4 MiB).
+    pub span_size: u64,
+    /// `SOCI_TAG_SUFFIX`: v2 pushes `<tag><suffix>` (default `-soci`); tags ending in it are skipped.
+    pub tag_suffix: String,
+    /// `SOCI_CONCURRENCY`: layers built at once (default: one per core).
+    pub concurrency: usize,
+    /// `SOCI_BUILD_TOOL_IDENTIFIER`: written into zTOCs and SOCI indexes.
+    pub build_tool_identifier: String,
+    /// `LOG_LEVEL`: a level (`info`, `debug`, ...) or `tracing` filter directives.
+    pub log_filter: String,
+    /// `SOCI_REGISTRY_URL`: index images in this registry instead of the event's ECR registry.
+    pub registry_override: Option<RegistryOverride>,
+}
+
+/// A setting that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The environment variable.
+    pub variable: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.variable, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn error(variable: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError { variable, message: message.into() }
+}
+
+impl Config {
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `lookup` (the environment, or a map in tests). Unset and empty
+    /// variables take their defaults.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+
+        let filters = match get("SOCI_FILTERS") {
+            Some(list) => Filters::parse(&list).map_err(|e| error("SOCI_FILTERS", e.to_string()))?,
+            None => Filters::default(),
+        };
+        let index_version = match get("SOCI_INDEX_VERSION").map(|v| v.to_ascii_lowercase()).as_deref() {
+            None | Some("v2") => IndexVersion::V2,
+            Some("v1") => IndexVersion::V1,
+            Some(other) => {
+                return Err(error("SOCI_INDEX_VERSION", format!("expected v2 or v1, got {other:?}")))
+            }
+        };
+        let min_layer_size = match get("SOCI_MIN_LAYER_SIZE") {
+            Some(v) => bytes("SOCI_MIN_LAYER_SIZE", &v, 0)?,
+            None => index::create::DEFAULT_MIN_LAYER_SIZE,
+        };
+        let span_size = match get("SOCI_SPAN_SIZE") {
+            Some(v) => bytes("SOCI_SPAN_SIZE", &v, 1)?,
+            None => ztoc_default_span_size(),
+        };
+        let tag_suffix = get("SOCI_TAG_SUFFIX").unwrap_or_else(|| index::create::DEFAULT_TAG_SUFFIX.into());
+        check_tag_suffix(&tag_suffix)?;
+        let concurrency = match get("SOCI_CONCURRENCY") {
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (1..=MAX_CONCURRENCY).contains(&n) => n,
+                _ => {
+                    return Err(error(
+                        "SOCI_CONCURRENCY",
+                        format!("expected a number of layers from 1 to {MAX_CONCURRENCY}, got {v:?}"),
+                    ))
+                }
+            },
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        };
+        let build_tool_identifier =
+            get("SOCI_BUILD_TOOL_IDENTIFIER").unwrap_or_else(|| DEFAULT_BUILD_TOOL.into());
+        let log_filter = log_filter(get("LOG_LEVEL").as_deref().unwrap_or("info"))?;
+        let registry_override = match get("SOCI_REGISTRY_URL") {
+            Some(url) => Some(registry_override(&url)?),
+            None => None,
+        };
+        Ok(Config {
+            filters,
+            index_version,
+            min_layer_size,
+            span_size,
+            tag_suffix,
+            concurrency,
+            build_tool_identifier,
+            log_filter,
+            registry_override,
+        })
+    }
+
+    /// What `index::create` is asked to make.
+    pub fn create_options(&self) -> CreateOptions {
+        CreateOptions {
+            index_version: self.index_version,
+            min_layer_size: self.min_layer_size,
+            span_size: self.span_size,
+            platforms: Vec::new(),
+            tag_suffix: self.tag_suffix.clone(),
+            build_tool_identifier: self.build_tool_identifier.clone(),
+            concurrency: self.concurrency,
+            force: false,
+        }
+    }
+}
+
+fn ztoc_default_span_size() -> u64 {
+    CreateOptions::new("").span_size
+}
+
+/// A byte count: digits, optionally with a binary unit (`KiB`, `MiB`, `GiB`).
+fn bytes(variable: &'static str, value: &str, min: u64) -> Result<u64, ConfigError> {
+    let (digits, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => value.split_at(at),
+        None => (value, ""),
+    };
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        _ => 0,
+    };
+    match digits.parse::<u64>().ok().and_then(|n| n.checked_mul(multiplier)) {
+        Some(n) if multiplier > 0 && n >= min => Ok(n),
+        _ => Err(error(
+            variable,
+            format!(
+                "expected a number of bytes{} (e.g. 10485760 or 10MiB), got {value:?}",
+                if min > 0 { format!(" of at least {min}") } else { String::new() }
+            ),
+        )),
+    }
+}
+
+/// The suffix makes a tag of its own (`<tag><suffix>`): tag characters only, not so long that no tag
+/// fits before it. (It is never empty: an empty variable means the default.)
+fn check_tag_suffix(suffix: &str) -> Result<(), ConfigError> {
+    if suffix.len() > 64 || !suffix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    {
+        return Err(error(
+            "SOCI_TAG_SUFFIX",
+            format!("expected up to 64 characters of A-Z a-z 0-9 _ . - (e.g. -soci), got {suffix:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// `LOG_LEVEL` as `tracing` directives. A bare level applies to this function and the soci-indexer
+/// libraries; the AWS SDK and HTTP stacks stay at `warn` unless named in full directives.
+fn log_filter(value: &str) -> Result<String, ConfigError> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let lower = value.to_ascii_lowercase();
+    if LEVELS.contains(&lower.as_str()) {
+        return Ok(format!("warn,index_on_push={lower},index={lower},registry={lower}"));
+    }
+    match tracing_subscriber::EnvFilter::try_new(value) {
+        Ok(_) if value.contains('=') => Ok(value.to_owned()),
+        _ => Err(error(
+            "LOG_LEVEL",
+            format!("expected trace, debug, info, warn, error or off (or tracing directives), got {value:?}"),
+        )),
+    }
+}
+
+/// `SOCI_REGISTRY_URL`: `http://host:port` (plain HTTP), `https://host` or a bare `host[:port]`.
+fn registry_override(url: &str) -> Result<RegistryOverride, ConfigError> {
+    let (rest, plain_http) = if let Some(rest) = url.strip_prefix("http://") {
+        (rest, true)
+    } else if let Some(rest) = url.strip_prefix("https://") {
+        (rest, false)
+    } else if url.contains("://") {
+        return Err(error("SOCI_REGISTRY_URL", format!("expected an http:// or https:// URL, got {url:?}")));
+    } else {
+        (url, false)
+    };
+    let host = rest.strip_suffix('/').unwrap_or(rest);
+    let valid = !host.is_empty()
+        && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+        && registry::Repository::new(host, "probe").is_ok();
+    if !valid {
+        return Err(error(
+            "SOCI_REGISTRY_URL",
+            format!("expected a registry URL without a path, e.g. http://127.0.0.1:5000, got {url:?}"),
+        ));
+    }
+    Ok(RegistryOverride { host: host.to_owned(), plain_http })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let config = config(&[]).unwrap();
+        assert_eq!(config.filters, Filters::default());
+        assert_eq!(config.index_version, IndexVersion::V2);
+        assert_eq!(config.min_layer_size, 10 << 20);
+        assert_eq!(config.span_size, 4 << 20);
+        assert_eq!(config.tag_suffix, "-soci");
+        assert!(config.concurrency >= 1);
+        assert_eq!(config.build_tool_identifier, DEFAULT_BUILD_TOOL);
+        assert_eq!(config.log_filter, "warn,index_on_push=info,index=info,registry=info");
+        assert_eq!(config.registry_override, None);
+        let options = config.create_options();
+        assert!(!options.force && options.platforms.is_empty());
+    }
+
+    #[test]
+    fn every_setting_is_read() {
+        let config = config(&[
+            ("SOCI_FILTERS", "prod*:latest,!prod-x:*"),
+            ("SOCI_INDEX_VERSION", "V1"),
+            ("SOCI_MIN_LAYER_SIZE", "5MiB"),
+            ("SOCI_SPAN_SIZE", "65536"),
+            ("SOCI_TAG_SUFFIX", ".lazy"),
+            ("SOCI_CONCURRENCY", "3"),
+            ("SOCI_BUILD_TOOL_IDENTIFIER", "my builder"),
+            ("LOG_LEVEL", "DEBUG"),
+            ("SOCI_REGISTRY_URL", "http://127.0.0.1:5000/"),
+        ])
+        .unwrap();
+        assert!(config.filters.selects("prod-api", "latest") && !config.filters.selects("prod-x", "latest"));
+        assert_eq!(config.index_version, IndexVersion::V1);
+        assert_eq!(config.min_layer_size, 5 << 20);
+        assert_eq!(config.span_size, 65536);
+        assert_eq!(config.tag_suffix, ".lazy");
+        assert_eq!(config.concurrency, 3);
+        assert_eq!(config.build_tool_identifier, "my builder");
+        assert_eq!(config.log_filter, "warn,index_on_push=debug,index=debug,registry=debug");
+        assert_eq!(
+            config.registry_override,
+            Some(RegistryOverride { host: "127.0.0.1:5000".into(), plain_http: true })
+        );
+        let options = config.create_options();
+        assert_eq!(
+            (options.index_version, options.min_layer_size, options.span_size),
+            (IndexVersion::V1, 5 << 20, 65536)
+        );
+        assert_eq!((options.tag_suffix.as_str(), options.concurrency), (".lazy", 3));
+    }
+
+    #[test]
+    fn registry_urls() {
+        let https = config(&[("SOCI_REGISTRY_URL", "https://registry.example.com")]).unwrap();
+        assert_eq!(
+            https.registry_override,
+            Some(RegistryOverride { host: "registry.example.com".into(), plain_http: false })
+        );
+        let bare = config(&[("SOCI_REGISTRY_URL", "localhost:5000")]).unwrap();
+        assert_eq!(
+            bare.registry_override,
+            Some(RegistryOverride { host: "localhost:5000".into(), plain_http: false })
+        );
+        assert!(config(&[("LOG_LEVEL", "warn,index_on_push=trace")]).is_ok());
+        // Empty means unset (templates pass "" for parameters left blank).
+        let blank =
+            config(&[("SOCI_TAG_SUFFIX", ""), ("SOCI_FILTERS", " "), ("SOCI_INDEX_VERSION", "")]).unwrap();
+        assert_eq!((blank.tag_suffix.as_str(), blank.index_version), ("-soci", IndexVersion::V2));
+    }
+
+    #[test]
+    fn bad_settings_name_their_variable() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("SOCI_FILTERS", "myrepo", "can never match"),
+            ("SOCI_INDEX_VERSION", "v3", "expected v2 or v1"),
+            ("SOCI_MIN_LAYER_SIZE", "ten", "expected a number of bytes"),
+            ("SOCI_MIN_LAYER_SIZE", "-1", "expected a number of bytes"),
+            ("SOCI_MIN_LAYER_SIZE", "10 parsecs", "expected a number of bytes"),
+            ("SOCI_SPAN_SIZE", "0", "at least 1"),
+            ("SOCI_SPAN_SIZE", "99999999999999999999", "expected a number of bytes"),
+            ("SOCI_TAG_SUFFIX", "-so ci", "A-Z a-z 0-9"),
+            ("SOCI_TAG_SUFFIX", "/soci", "A-Z a-z 0-9"),
+            ("SOCI_CONCURRENCY", "0", "from 1 to 256"),
+            ("SOCI_CONCURRENCY", "many", "from 1 to 256"),
+            ("LOG_LEVEL", "verbose", "expected trace, debug"),
+            ("SOCI_REGISTRY_URL", "ftp://host", "http:// or https://"),
+            ("SOCI_REGISTRY_URL", "http://host/path", "without a path"),
+            ("SOCI_REGISTRY_URL", "http://", "without a path"),
+        ];
+        for (variable, value, expected) in cases {
+            let error = config(&[(variable, value)]).unwrap_err();
+            assert_eq!(error.variable, *variable, "{variable}={value:?}");
+            let text = error.to_string();
+            assert!(text.starts_with(&format!("{variable}: ")), "{text}");
+            assert!(text.contains(expected), "{variable}={value:?}: {text}");
+        }
+    }
+}

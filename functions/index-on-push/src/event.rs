@@ -1,0 +1,158 @@
+//! The input: Amazon ECR's `ECR Image Action` event as EventBridge delivers it.
+//!
+//! ```json
+//! {"version": "0", "id": "...", "detail-type": "ECR Image Action", "source": "aws.ecr",
+//!  "account": "123456789012", "region": "us-east-1", "time": "...", "resources": [],
+//!  "detail": {"result": "SUCCESS", "action-type": "PUSH", "repository-name": "team/app",
+//!             "image-digest": "sha256:...", "image-tag": "1.0",
+//!             "manifest-media-type": "application/vnd.oci.image.manifest.v1+json",
+//!             "artifact-media-type": "application/vnd.oci.image.config.v1+json"}}
+//! ```
+//!
+//! `image-tag` is absent or `""` for a push by digest (the platform manifests of a multi-platform
+//! push, soci's own index manifests); `manifest-media-type` and `artifact-media-type` are only in newer
+//! events. Real-shaped samples are in `fixtures/`.
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use serde::{Deserialize, Serialize};
+
+/// The `source` of ECR's events.
+pub const SOURCE: &str = "aws.ecr";
+/// The `detail-type` of pushes (and deletes, and storage class changes).
+pub const DETAIL_TYPE: &str = "ECR Image Action";
+
+/// An ECR image action as delivered by EventBridge.
+pub type EcrEvent = EventBridgeEvent<ImageAction>;
+
+/// The `detail` of an `ECR Image Action`. Missing fields read as empty, so that an odd event is skipped
+/// with a reason rather than rejected.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ImageAction {
+    /// `PUSH`, `DELETE`, `UPDATE_STORAGE_CLASS`, ...
+    #[serde(default)]
+    pub action_type: String,
+    /// `SUCCESS` or `FAILURE`.
+    #[serde(default)]
+    pub result: String,
+    /// The repository, e.g. `team/app`.
+    #[serde(default)]
+    pub repository_name: String,
+    /// The pushed manifest's digest.
+    #[serde(default)]
+    pub image_digest: Option<String>,
+    /// The tag pushed, if any (ECR sends `""` or nothing for a push by digest).
+    #[serde(default)]
+    pub image_tag: Option<String>,
+    /// The pushed manifest's media type (newer events only).
+    #[serde(default)]
+    pub manifest_media_type: Option<String>,
+    /// The artifact type: the config media type of a manifest (newer events only).
+    #[serde(default)]
+    pub artifact_media_type: Option<String>,
+}
+
+impl ImageAction {
+    /// The tag, `None` for a push without one.
+    pub fn tag(&self) -> Option<&str> {
+        non_empty(&self.image_tag)
+    }
+
+    /// The digest, if the event has one.
+    pub fn digest(&self) -> Option<&str> {
+        non_empty(&self.image_digest)
+    }
+
+    /// The manifest media type, if the event tells it.
+    pub fn manifest_media_type(&self) -> Option<&str> {
+        non_empty(&self.manifest_media_type)
+    }
+
+    /// The artifact media type, if the event tells it.
+    pub fn artifact_media_type(&self) -> Option<&str> {
+        non_empty(&self.artifact_media_type)
+    }
+}
+
+fn non_empty(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// Reads an event from the invocation payload; the error says why it is not an ECR image action.
+pub fn parse(payload: &serde_json::Value) -> Result<EcrEvent, String> {
+    EcrEvent::deserialize(payload).map_err(|e| format!("not an EventBridge ECR Image Action event: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> EcrEvent {
+        let path = format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        parse(&serde_json::from_str(&text).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_push_without_media_types() {
+        let event = fixture("push-event.json");
+        assert_eq!(event.source, SOURCE);
+        assert_eq!(event.detail_type, DETAIL_TYPE);
+        assert_eq!(event.account.as_deref(), Some("123456789012"));
+        assert_eq!(event.region.as_deref(), Some("us-east-1"));
+        assert_eq!(event.detail.action_type, "PUSH");
+        assert_eq!(event.detail.result, "SUCCESS");
+        assert_eq!(event.detail.repository_name, "soci-sample/app");
+        assert_eq!(event.detail.tag(), Some("latest"));
+        assert!(event.detail.digest().is_some_and(|d| d.starts_with("sha256:") && d.len() == 71));
+        assert_eq!(event.detail.manifest_media_type(), None);
+        assert_eq!(event.detail.artifact_media_type(), None);
+    }
+
+    #[test]
+    fn a_push_with_media_types() {
+        let event = fixture("push-event-media-types.json");
+        assert_eq!(event.detail.manifest_media_type(), Some("application/vnd.oci.image.manifest.v1+json"));
+        assert_eq!(event.detail.artifact_media_type(), Some("application/vnd.oci.image.config.v1+json"));
+        let index = fixture("push-event-image-index.json");
+        assert_eq!(index.detail.manifest_media_type(), Some("application/vnd.oci.image.index.v1+json"));
+        assert_eq!(index.detail.artifact_media_type(), None);
+        let soci = fixture("push-event-soci-index.json");
+        assert_eq!(soci.detail.artifact_media_type(), Some("application/vnd.amazon.soci.index.v2+json"));
+    }
+
+    #[test]
+    fn an_empty_tag_is_no_tag() {
+        let event = fixture("push-event-tagless.json");
+        assert_eq!(event.detail.image_tag.as_deref(), Some(""));
+        assert_eq!(event.detail.tag(), None);
+    }
+
+    #[test]
+    fn other_actions_and_other_events_parse_for_the_planner_to_skip() {
+        assert_eq!(fixture("delete-event.json").detail.action_type, "DELETE");
+        let scan = fixture("scan-event.json");
+        assert_eq!(scan.detail_type, "ECR Image Scan");
+        assert_eq!(scan.detail.action_type, "");
+    }
+
+    #[test]
+    fn payloads_that_are_not_eventbridge_events_are_named() {
+        for payload in [
+            serde_json::json!({}),
+            serde_json::json!("hello"),
+            serde_json::json!({"detail-type": "ECR Image Action", "detail": {}}),
+            serde_json::json!({"source": "aws.ecr", "detail-type": "ECR Image Action", "detail": "x"}),
+        ] {
+            let error = parse(&payload).unwrap_err();
+            assert!(error.starts_with("not an EventBridge ECR Image Action event: "), "{error}");
+        }
+        // Unknown fields (newer events) are ignored.
+        let event = parse(&serde_json::json!({
+            "source": "aws.ecr", "detail-type": "ECR Image Action",
+            "detail": {"action-type": "PUSH", "result": "SUCCESS", "repository-name": "r", "new-field": 1}
+        }))
+        .unwrap();
+        assert_eq!(event.detail.repository_name, "r");
+    }
+}

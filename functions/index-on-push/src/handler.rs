@@ -1,0 +1,246 @@
+//! One event: parse, plan, index, report. A plain async function over its dependencies, so tests call
+//! it with hand-built events and whatever registry they like.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use index::create::{LayerReport, LayerResult, Observer, Outcome as CreateOutcome};
+use index::CreateReport;
+use registry::index_adapter::RepositoryClient;
+use registry::Repository;
+
+use crate::config::Config;
+use crate::event;
+use crate::outcome::{Outcome, Report};
+use crate::plan::{self, Plan, Target};
+
+/// Makes the registry of a repository: the HTTP client in the Lambda, fakes in tests.
+pub trait Registries: Send + Sync {
+    /// The registry type, one per repository.
+    type Registry: index::Registry;
+
+    /// The registry for `repository`. Must not do I/O (it runs after planning, before the first call).
+    fn open(&self, repository: &Repository) -> Self::Registry;
+}
+
+/// The registry client built at cold start, bound to each event's repository.
+#[derive(Clone, Debug)]
+pub struct HttpRegistries {
+    client: registry::Client,
+}
+
+impl HttpRegistries {
+    /// Wraps the client.
+    pub fn new(client: registry::Client) -> HttpRegistries {
+        HttpRegistries { client }
+    }
+}
+
+impl Registries for HttpRegistries {
+    type Registry = RepositoryClient;
+
+    fn open(&self, repository: &Repository) -> RepositoryClient {
+        RepositoryClient::new(self.client.clone(), repository.clone())
+    }
+}
+
+/// The invocation an event came with.
+#[derive(Clone, Debug)]
+pub struct Invocation {
+    /// The Lambda request id.
+    pub request_id: String,
+    /// When Lambda stops the invocation (`None`: no limit, e.g. in tests).
+    pub deadline: Option<Instant>,
+}
+
+impl Invocation {
+    /// From the runtime's context: its deadline is wall-clock milliseconds.
+    pub fn from_context(context: &lambda_runtime::Context) -> Invocation {
+        let deadline = (context.deadline > 0).then(|| {
+            // Lambda allows 15 minutes at most; a day bounds whatever the header says.
+            let remaining = context
+                .deadline()
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+                .min(Duration::from_secs(24 * 3600));
+            Instant::now() + remaining
+        });
+        Invocation { request_id: context.request_id.clone(), deadline }
+    }
+}
+
+/// How long before the deadline indexing is abandoned: a tenth of the time left, between 200 ms and
+/// 5 s, which leaves room for the report and for an in-flight request to be dropped cleanly.
+pub fn safety_margin(remaining: Duration) -> Duration {
+    (remaining / 10).clamp(Duration::from_millis(200), Duration::from_secs(5))
+}
+
+/// Logs layer results as they come.
+struct LayerLog;
+
+impl Observer for LayerLog {
+    fn layer_finished(&self, report: &LayerReport) {
+        match &report.result {
+            LayerResult::Indexed { ztoc_digest, entries, spans, duration_ms, .. } => tracing::debug!(
+                layer = %report.digest, size = report.size, ztoc = %ztoc_digest, entries, spans, duration_ms,
+                "layer indexed"
+            ),
+            LayerResult::Skipped { reason } => {
+                tracing::debug!(layer = %report.digest, size = report.size, %reason, "layer left out")
+            }
+            LayerResult::Unsupported { reason } => tracing::warn!(
+                layer = %report.digest, size = report.size, %reason,
+                "layer left out of the SOCI index: its content cannot be indexed"
+            ),
+        }
+    }
+}
+
+/// Handles one invocation payload and says what came of it. Never panics and never fails: a failure
+/// is a report with `outcome: failed` (and `retry` when trying again may help).
+pub async fn handle<R: Registries>(
+    payload: &serde_json::Value,
+    invocation: &Invocation,
+    config: &Config,
+    registries: &R,
+) -> Report {
+    let started = Instant::now();
+    let mut report = match event::parse(payload) {
+        Ok(event) => {
+            let mut report = Report::new(invocation.request_id.clone(), event.detail.repository_name.clone());
+            report.digest = event.detail.digest().map(str::to_owned);
+            report.tag = event.detail.tag().map(str::to_owned);
+            match plan::plan(&event, config) {
+                Plan::Skip { reason } => report.skipped(reason),
+                Plan::Index(target) => {
+                    report.registry = Some(target.repository.registry().to_owned());
+                    index_image(report, &target, invocation, config, registries).await
+                }
+            }
+        }
+        Err(reason) => Report::new(invocation.request_id.clone(), "").skipped(reason),
+    };
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    report
+}
+
+async fn index_image<R: Registries>(
+    report: Report,
+    target: &Target,
+    invocation: &Invocation,
+    config: &Config,
+    registries: &R,
+) -> Report {
+    let registry = Arc::new(registries.open(&target.repository));
+    let options = config.create_options();
+    let work =
+        index::create(registry, &target.reference, target.tag.as_deref(), &options, Arc::new(LayerLog));
+    let result = match invocation.deadline {
+        Some(deadline) => {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let stop_at = Instant::now() + remaining.saturating_sub(safety_margin(remaining));
+            match tokio::time::timeout_at(tokio::time::Instant::from_std(stop_at), work).await {
+                Ok(result) => result,
+                Err(_) => {
+                    return report.failed(
+                        format!(
+                            "deadline: indexing did not finish in time and was stopped {} ms before the \
+                             Lambda timeout; raise the function's timeout or memory",
+                            deadline.saturating_duration_since(Instant::now()).as_millis()
+                        ),
+                        true,
+                    )
+                }
+            }
+        }
+        None => work.await,
+    };
+    match result {
+        Ok(created) => created_report(report, created),
+        Err(e) if e.is_unindexable_input() => report.skipped(e.to_string()),
+        Err(e) => {
+            let retry = e.is_retryable();
+            report.failed(e.to_string(), retry)
+        }
+    }
+}
+
+fn created_report(mut report: Report, created: CreateReport) -> Report {
+    let mut left_out: Vec<String> = Vec::new();
+    for layer in &created.layers {
+        match &layer.result {
+            LayerResult::Indexed { .. } => {
+                report.layers_indexed += 1;
+                report.bytes += layer.size;
+            }
+            LayerResult::Skipped { reason } | LayerResult::Unsupported { reason } => {
+                report.layers_skipped += 1;
+                if !left_out.contains(reason) {
+                    left_out.push(reason.clone());
+                }
+            }
+        }
+    }
+    report.soci_indexes = created.platforms.iter().filter_map(|p| p.soci_index_digest.clone()).collect();
+    report.index_digest = created.image_index_digest.clone().or_else(|| report.soci_indexes.first().cloned());
+    report.pushed_tag = created.pushed_tag.clone();
+    let moved = report.digest.as_deref().filter(|d| *d != created.image_digest).map(|_| {
+        format!(
+            "the tag now points to {} (pushed since this event); that image was indexed",
+            created.image_digest
+        )
+    });
+    match created.outcome {
+        CreateOutcome::Created => {
+            report.outcome = Outcome::Indexed;
+            report.reason = moved;
+            report
+        }
+        CreateOutcome::AlreadyIndexed => report.skipped("already indexed"),
+        CreateOutcome::NothingToIndex => {
+            let reasons = if left_out.is_empty() { "no layers".to_owned() } else { left_out.join("; ") };
+            let count = report.layers_skipped;
+            report.skipped(format!("nothing to index: {count} layer(s) left out ({reasons})"))
+        }
+    }
+}
+
+/// The error Lambda gets when an event should be retried.
+#[derive(Debug)]
+pub struct RetryableFailure(pub String);
+
+impl std::fmt::Display for RetryableFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "indexing failed and may succeed if retried: {}", self.0)
+    }
+}
+
+impl std::error::Error for RetryableFailure {}
+
+impl From<RetryableFailure> for lambda_runtime::Diagnostic {
+    fn from(failure: RetryableFailure) -> lambda_runtime::Diagnostic {
+        lambda_runtime::Diagnostic {
+            error_type: "SociIndexer.Retryable".into(),
+            error_message: failure.to_string(),
+        }
+    }
+}
+
+/// The Lambda entry point: handles the event, writes the log line and the metrics, and answers with the
+/// report, or with an error when the event should be retried.
+pub async fn invoke<R: Registries>(
+    payload: &serde_json::Value,
+    invocation: &Invocation,
+    config: &Config,
+    registries: &R,
+) -> Result<Report, RetryableFailure> {
+    let span = tracing::info_span!("event", request_id = %invocation.request_id);
+    let report =
+        tracing::Instrument::instrument(handle(payload, invocation, config, registries), span.clone()).await;
+    span.in_scope(|| report.emit());
+    if report.retry {
+        Err(RetryableFailure(report.reason.clone().unwrap_or_default()))
+    } else {
+        Ok(report)
+    }
+}

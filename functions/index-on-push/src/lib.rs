@@ -1,0 +1,23 @@
+//! The `index-on-push` Lambda function: builds the SOCI index of every image pushed to Amazon ECR.
+//!
+//! EventBridge delivers ECR's `ECR Image Action` events; for each successful push the function decides
+//! from the event alone whether to index ([`plan`]: filters, soci-indexer's own output, media types),
+//! then runs the `index` pipeline against the account's ECR registry, logged in through
+//! `GetAuthorizationToken` ([`ecr`]), and reports one log line and CloudWatch metrics ([`outcome`]).
+//!
+//! `main.rs` only wires: [`config::Config::from_env`], then [`wiring`] builds the AWS SDK and the
+//! registry client once per execution environment, then every event goes through
+//! [`handler::invoke`].
+
+pub mod config;
+pub mod ecr;
+pub mod event;
+pub mod filter;
+pub mod handler;
+pub mod outcome;
+pub mod plan;
+pub mod wiring;
+
+pub use config::{Config, ConfigError};
+pub use handler::{handle, invoke, HttpRegistries, Invocation, Registries};
+pub use outcome::{Outcome, Report};

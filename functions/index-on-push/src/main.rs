@@ -1,0 +1,82 @@
+//! `index-on-push`: the Lambda function's entry point. It only wires: settings from the environment,
+//! the AWS SDK and the registry client (once, at cold start), then the runtime loop.
+
+use std::process::ExitCode;
+
+use index_on_push::handler::{self, Invocation};
+use index_on_push::{wiring, Config};
+use lambda_runtime::{service_fn, LambdaEvent};
+
+/// What the Lambda runtime client insists on (it panics without them).
+const RUNTIME_VARIABLES: [&str; 4] = [
+    "AWS_LAMBDA_RUNTIME_API",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+];
+
+fn main() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("index-on-push: bad setting: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_tracing(&config.log_filter);
+    if let Some(missing) = RUNTIME_VARIABLES.iter().find(|name| std::env::var_os(name).is_none()) {
+        eprintln!(
+            "index-on-push: {missing} is not set: this binary runs inside AWS Lambda (or `cargo lambda watch`, \
+             or `sam local`), which sets it"
+        );
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("index-on-push: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "index-on-push stopped");
+            eprintln!("index-on-push: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), lambda_runtime::Error> {
+    let sdk = wiring::aws_config_from_env().await;
+    let (registries, _credentials) = wiring::registries(&config, &sdk)?;
+    tracing::debug!(
+        index_version = ?config.index_version,
+        registry_override = config.registry_override.as_ref().map(|r| r.host.as_str()),
+        "ready"
+    );
+    let config = &config;
+    let registries = &registries;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
+        let invocation = Invocation::from_context(&event.context);
+        handler::invoke(&event.payload, &invocation, config, registries).await
+    }))
+    .await
+}
+
+/// JSON lines on stdout (CloudWatch Logs), with the event's request id from its span.
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_target(true)
+        .with_ansi(false)
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .try_init();
+}

@@ -1,0 +1,241 @@
+//! What an event came to: one structured log line (through `tracing`) and one CloudWatch embedded
+//! metric format (EMF) object on stdout, which CloudWatch Logs turns into metrics in the `SociIndexer`
+//! namespace: `Indexed`, `Skipped`, `Failed` (0 or 1 each), `LayersIndexed`, `BytesIndexed` and
+//! `DurationMs`.
+
+use std::io::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+/// The CloudWatch namespace of the metrics.
+pub const NAMESPACE: &str = "SociIndexer";
+
+/// How an event ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A SOCI index was built and pushed.
+    Indexed,
+    /// Nothing to do (filtered out, soci's own output, already indexed, not an image, ...).
+    Skipped,
+    /// Something went wrong; `retry` tells whether Lambda is asked to try again.
+    Failed,
+}
+
+impl Outcome {
+    /// `indexed`, `skipped` or `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Indexed => "indexed",
+            Outcome::Skipped => "skipped",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// Everything the log line and the metrics say about one event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// The Lambda request id.
+    pub request_id: String,
+    /// The repository name, from the event.
+    pub repository: String,
+    /// The registry host, once one was chosen (the event account's ECR, or `SOCI_REGISTRY_URL`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+    /// The pushed digest, from the event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// The pushed tag, from the event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// indexed, skipped or failed.
+    pub outcome: Outcome,
+    /// Why it was skipped or failed (or a note on an indexed image).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// v2: the digest of the image index pushed as `<tag><suffix>`; v1: the SOCI index manifest's
+    /// (the first platform's, when there are several: all are in `soci_indexes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index_digest: Option<String>,
+    /// v2: the tag pushed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pushed_tag: Option<String>,
+    /// The SOCI index manifests pushed, one per platform.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub soci_indexes: Vec<String>,
+    /// Layers that got a zTOC.
+    pub layers_indexed: u64,
+    /// Layers left out (too small, zstd, unsupported content).
+    pub layers_skipped: u64,
+    /// Compressed bytes of the layers indexed.
+    pub bytes: u64,
+    /// Milliseconds from the event's arrival to this report.
+    pub duration_ms: u64,
+    /// Whether the invocation fails so that Lambda retries it (throttling, 5xx, network, deadline).
+    pub retry: bool,
+}
+
+impl Report {
+    /// A report with nothing done yet.
+    pub fn new(request_id: impl Into<String>, repository: impl Into<String>) -> Report {
+        Report {
+            request_id: request_id.into(),
+            repository: repository.into(),
+            registry: None,
+            digest: None,
+            tag: None,
+            outcome: Outcome::Skipped,
+            reason: None,
+            index_digest: None,
+            pushed_tag: None,
+            soci_indexes: Vec::new(),
+            layers_indexed: 0,
+            layers_skipped: 0,
+            bytes: 0,
+            duration_ms: 0,
+            retry: false,
+        }
+    }
+
+    /// Marks it skipped for `reason`.
+    pub fn skipped(mut self, reason: impl Into<String>) -> Report {
+        self.outcome = Outcome::Skipped;
+        self.reason = Some(reason.into());
+        self.retry = false;
+        self
+    }
+
+    /// Marks it failed for `reason`; `retry` asks Lambda to try again.
+    pub fn failed(mut self, reason: impl Into<String>, retry: bool) -> Report {
+        self.outcome = Outcome::Failed;
+        self.reason = Some(reason.into());
+        self.retry = retry;
+        self
+    }
+
+    /// The structured log line: `info` unless it failed (`error`).
+    pub fn log(&self) {
+        macro_rules! line {
+            ($level:ident, $message:literal) => {
+                tracing::$level!(
+                    target: "index_on_push::outcome",
+                    request_id = %self.request_id,
+                    repository = %self.repository,
+                    registry = self.registry.as_deref(),
+                    digest = self.digest.as_deref(),
+                    tag = self.tag.as_deref(),
+                    outcome = self.outcome.as_str(),
+                    reason = self.reason.as_deref(),
+                    index_digest = self.index_digest.as_deref(),
+                    pushed_tag = self.pushed_tag.as_deref(),
+                    layers_indexed = self.layers_indexed,
+                    layers_skipped = self.layers_skipped,
+                    bytes = self.bytes,
+                    duration_ms = self.duration_ms,
+                    retry = self.retry,
+                    $message
+                )
+            };
+        }
+        match self.outcome {
+            Outcome::Indexed => line!(info, "image indexed"),
+            Outcome::Skipped => line!(info, "event skipped"),
+            Outcome::Failed => line!(error, "indexing failed"),
+        }
+    }
+
+    /// The EMF object for this report at `timestamp_ms`.
+    pub fn metrics(&self, timestamp_ms: u64) -> serde_json::Value {
+        let metric = |name: &str, unit: &str| serde_json::json!({"Name": name, "Unit": unit});
+        serde_json::json!({
+            "_aws": {
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [[]],
+                    "Metrics": [
+                        metric("Indexed", "Count"),
+                        metric("Skipped", "Count"),
+                        metric("Failed", "Count"),
+                        metric("LayersIndexed", "Count"),
+                        metric("BytesIndexed", "Bytes"),
+                        metric("DurationMs", "Milliseconds"),
+                    ],
+                }],
+            },
+            "Indexed": u64::from(self.outcome == Outcome::Indexed),
+            "Skipped": u64::from(self.outcome == Outcome::Skipped),
+            "Failed": u64::from(self.outcome == Outcome::Failed),
+            "LayersIndexed": self.layers_indexed,
+            "BytesIndexed": self.bytes,
+            "DurationMs": self.duration_ms,
+            // Properties, not metrics: searchable in CloudWatch Logs Insights.
+            "requestId": self.request_id,
+            "repository": self.repository,
+            "outcome": self.outcome.as_str(),
+        })
+    }
+
+    /// Writes the log line and the EMF line (stdout, which Lambda sends to CloudWatch Logs). Write
+    /// errors are ignored: reporting never fails the invocation.
+    pub fn emit(&self) {
+        self.log();
+        let timestamp_ms =
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default();
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{}", self.metrics(timestamp_ms));
+        let _ = stdout.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emf_follows_the_specification() {
+        let mut report = Report::new("req-1", "reg/app");
+        report.outcome = Outcome::Indexed;
+        report.layers_indexed = 2;
+        report.bytes = 12345;
+        report.duration_ms = 678;
+        let emf = report.metrics(1_700_000_000_000);
+        let directive = &emf["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(emf["_aws"]["Timestamp"], 1_700_000_000_000u64);
+        assert_eq!(directive["Namespace"], "SociIndexer");
+        assert_eq!(directive["Dimensions"], serde_json::json!([[]]));
+        // Every declared metric is a number at the root, as EMF requires.
+        for metric in directive["Metrics"].as_array().unwrap() {
+            let name = metric["Name"].as_str().unwrap();
+            assert!(emf[name].is_u64(), "{name} is missing from the root");
+        }
+        assert_eq!(
+            (&emf["Indexed"], &emf["Skipped"], &emf["Failed"]),
+            (&serde_json::json!(1), &serde_json::json!(0), &serde_json::json!(0))
+        );
+        assert_eq!((emf["LayersIndexed"].as_u64(), emf["BytesIndexed"].as_u64()), (Some(2), Some(12345)));
+        assert_eq!(emf["DurationMs"], 678);
+        assert_eq!(emf["requestId"], "req-1");
+        // One line.
+        assert!(!emf.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn outcomes_count_once() {
+        let failed = Report::new("r", "x").failed("boom", true).metrics(0);
+        assert_eq!(
+            (failed["Indexed"].as_u64(), failed["Skipped"].as_u64(), failed["Failed"].as_u64()),
+            (Some(0), Some(0), Some(1))
+        );
+        let skipped = Report::new("r", "x").skipped("why");
+        assert_eq!(
+            (skipped.outcome, skipped.reason.as_deref(), skipped.retry),
+            (Outcome::Skipped, Some("why"), false)
+        );
+        let json = serde_json::to_value(&skipped).unwrap();
+        assert_eq!(json["outcome"], "skipped");
+        assert!(json.get("index_digest").is_none());
+    }
+}

@@ -1,0 +1,41 @@
+//! What is built once per execution environment: the AWS SDK configuration, the ECR client, the
+//! credential hook and the registry client.
+
+use std::sync::Arc;
+
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+
+use crate::config::Config;
+use crate::ecr::{EcrCredentials, EcrTokenSource};
+use crate::handler::HttpRegistries;
+
+/// The User-Agent of registry requests.
+pub const USER_AGENT: &str = concat!("soci-indexer-lambda/", env!("CARGO_PKG_VERSION"));
+
+/// The SDK's HTTPS client: hyper 1 and rustls on ring, the crypto the registry client uses too.
+pub fn http_client() -> aws_sdk_ecr::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).build_https()
+}
+
+/// The AWS SDK configuration from the environment (region, credentials, and `AWS_ENDPOINT_URL_ECR` or
+/// `AWS_ENDPOINT_URL` for a local ECR such as moto), with [`http_client`].
+pub async fn aws_config_from_env() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http_client()).load().await
+}
+
+/// The registries the handler indexes in: one registry client for the life of the execution
+/// environment, authenticated with ECR tokens from `GetAuthorizationToken` (also when
+/// `SOCI_REGISTRY_URL` moves the registry elsewhere: a local run exercises the same login).
+pub fn registries(
+    config: &Config,
+    sdk: &aws_config::SdkConfig,
+) -> Result<(HttpRegistries, Arc<EcrCredentials<EcrTokenSource>>), registry::Error> {
+    let credentials = Arc::new(EcrCredentials::new(EcrTokenSource::new(aws_sdk_ecr::Client::new(sdk))));
+    let client_config = registry::ClientConfig {
+        plain_http: config.registry_override.as_ref().is_some_and(|r| r.plain_http),
+        user_agent: USER_AGENT.to_owned(),
+        ..registry::ClientConfig::default()
+    };
+    let client = registry::Client::new(client_config, credentials.clone())?;
+    Ok((HttpRegistries::new(client), credentials))
+}

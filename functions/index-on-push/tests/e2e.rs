@@ -1,0 +1,286 @@
+//! End to end, as deployed but on loopback: a real registry (Debian's docker-registry, CNCF
+//! distribution) that takes basic auth with ECR's user and moto's token password, moto's server for
+//! `GetAuthorizationToken`, an image pushed, and the handler invoked with push events, wired exactly as
+//! `main.rs` wires it (`SOCI_REGISTRY_URL` moves the registry, the login still goes through ECR).
+//!
+//! Needs `docker-registry` (apt) and `moto_server` (pip install 'moto[server]'); `.ci/run` installs both.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use index::media;
+use index::oci::{Index, Manifest};
+use index_on_push::ecr::{EcrCredentials, EcrTokenSource};
+use index_on_push::{handle, wiring, Config, HttpRegistries, Invocation, Outcome, Report};
+use registry::{Client, ClientConfig, Credentials, Repository, StaticCredentials};
+use serde_json::{json, Value};
+use testkit::image::{image, Style, TestImage, TestLayer};
+use testkit::moto::MotoServer;
+use testkit::registry::LocalRegistry;
+use testkit::LayerConfig;
+
+const REPOSITORY: &str = "team/app";
+
+/// The registry, moto, and a client to push and inspect with.
+struct World {
+    registry: LocalRegistry,
+    moto: MotoServer,
+    client: Client,
+    repository: Repository,
+}
+
+async fn world() -> World {
+    let moto = MotoServer::start().await.unwrap();
+    let registry = LocalRegistry::start_with_basic_auth("AWS", MotoServer::ECR_PASSWORD).await.unwrap();
+    let client = Client::new(
+        ClientConfig { plain_http: true, ..ClientConfig::default() },
+        Arc::new(StaticCredentials(Credentials::new("AWS", MotoServer::ECR_PASSWORD))),
+    )
+    .unwrap();
+    let repository = Repository::new(registry.host(), REPOSITORY).unwrap();
+    World { registry, moto, client, repository }
+}
+
+impl World {
+    /// The function's settings, as the environment would give them.
+    fn config(&self, extra: &[(&str, &str)]) -> Config {
+        let mut vars: HashMap<String, String> = [
+            ("SOCI_REGISTRY_URL", self.registry.url()),
+            ("SOCI_MIN_LAYER_SIZE", "50000".into()),
+            ("SOCI_SPAN_SIZE", "65536".into()),
+            ("LOG_LEVEL", "debug".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Config::from_lookup(|name| vars.get(name).cloned()).unwrap()
+    }
+
+    /// What `main.rs` builds at cold start, with the SDK pointed at moto (as `AWS_ENDPOINT_URL_ECR`
+    /// does) and test credentials.
+    async fn deps(&self, config: &Config) -> (HttpRegistries, Arc<EcrCredentials<EcrTokenSource>>) {
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(wiring::http_client())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(self.moto.url())
+            .credentials_provider(aws_sdk_ecr::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .load()
+            .await;
+        wiring::registries(config, &sdk).unwrap()
+    }
+
+    async fn push(&self, image: &TestImage, tag: &str) -> String {
+        for (digest, _, bytes) in &image.blobs {
+            self.client.push_blob(&self.repository, digest, Bytes::from(bytes.clone())).await.unwrap();
+        }
+        for (digest, media_type, bytes) in &image.manifests {
+            self.client
+                .put_manifest(&self.repository, digest, media_type, Bytes::from(bytes.clone()))
+                .await
+                .unwrap();
+        }
+        let (digest, media_type, bytes) = &image.root;
+        self.client
+            .put_manifest(&self.repository, tag, media_type, Bytes::from(bytes.clone()))
+            .await
+            .unwrap();
+        digest.clone()
+    }
+
+    async fn manifest(&self, reference: &str) -> registry::Manifest {
+        self.client.get_manifest(&self.repository, reference).await.unwrap()
+    }
+}
+
+/// Two platforms, a shared layer, a small layer, an attestation: what `docker buildx` pushes.
+fn test_image() -> TestImage {
+    let config = LayerConfig { entries: 60, max_file_size: 256 * 1024, pax_percent: 10 };
+    let shared = TestLayer::gzip(11, &config, 6, false);
+    let small = LayerConfig { entries: 3, max_file_size: 1024, pax_percent: 0 };
+    image(
+        Style::Oci,
+        vec![
+            ("linux/amd64".into(), vec![shared.clone(), TestLayer::gzip(12, &config, 6, false)]),
+            ("linux/arm64/v8".into(), vec![shared, TestLayer::gzip(13, &small, 6, false)]),
+        ],
+        true,
+        true,
+    )
+}
+
+/// The `push-event.json` fixture for this repository, tag and digest, with ECR's newer media type
+/// fields when `media_types` says so.
+fn push_event(tag: &str, digest: &str, media_types: Option<(&str, Option<&str>)>) -> Value {
+    let path = format!("{}/fixtures/push-event.json", env!("CARGO_MANIFEST_DIR"));
+    let mut event: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    event["account"] = json!(MotoServer::ACCOUNT);
+    event["detail"]["repository-name"] = json!(REPOSITORY);
+    event["detail"]["image-tag"] = json!(tag);
+    event["detail"]["image-digest"] = json!(digest);
+    if let Some((manifest, artifact)) = media_types {
+        event["detail"]["manifest-media-type"] = json!(manifest);
+        if let Some(artifact) = artifact {
+            event["detail"]["artifact-media-type"] = json!(artifact);
+        }
+    }
+    event
+}
+
+async fn invoke(event: &Value, config: &Config, registries: &HttpRegistries, request_id: &str) -> Report {
+    let invocation = Invocation { request_id: request_id.into(), deadline: None };
+    let report = handle(event, &invocation, config, registries).await;
+    report.emit();
+    report
+}
+
+fn reason(report: &Report) -> &str {
+    report.reason.as_deref().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_push_events_index_once_and_skip_their_own_output() {
+    let world = world().await;
+    let config = world.config(&[]);
+    let (registries, credentials) = world.deps(&config).await;
+    let image = test_image();
+    let digest = world.push(&image, "1.0").await;
+
+    let report = invoke(&push_event("1.0", &digest, None), &config, &registries, "first").await;
+    assert_eq!(report.outcome, Outcome::Indexed, "{report:?}\nregistry log:\n{}", world.registry.logs());
+    assert_eq!(report.repository, REPOSITORY);
+    assert_eq!(report.registry, Some(world.registry.host()));
+    assert_eq!(report.pushed_tag.as_deref(), Some("1.0-soci"));
+    assert_eq!((report.layers_indexed, report.layers_skipped), (2, 1), "{report:?}");
+    assert!(credentials.fetches() >= 1, "the password came from GetAuthorizationToken");
+
+    // The v2 index: an image index tagged 1.0-soci whose manifests carry their SOCI indexes.
+    let soci_tag = world.manifest("1.0-soci").await;
+    assert_eq!(report.index_digest.as_deref(), Some(soci_tag.digest.as_str()));
+    let index: Index = serde_json::from_slice(&soci_tag.bytes).unwrap();
+    let soci_entries: Vec<_> =
+        index.manifests().iter().filter(|d| d.artifact_type == media::SOCI_INDEX_V2).collect();
+    assert_eq!(soci_entries.len(), 2);
+    for entry in soci_entries {
+        let image_digest = entry.annotation(media::ANNOTATION_IMAGE_MANIFEST_DIGEST).unwrap();
+        let manifest: Manifest = serde_json::from_slice(&world.manifest(image_digest).await.bytes).unwrap();
+        assert_eq!(manifest.annotations.unwrap()[media::ANNOTATION_INDEX_DIGEST], entry.digest);
+        assert!(report.soci_indexes.contains(&entry.digest));
+    }
+    assert_eq!(world.manifest("1.0").await.digest, digest, "the pushed tag did not move");
+
+    // ECR's event for the index soci-indexer pushed: skipped by its tag, before any request.
+    let own = push_event("1.0-soci", &soci_tag.digest, Some((media::OCI_INDEX, None)));
+    let report = invoke(&own, &config, &registries, "own-tag").await;
+    assert_eq!(report.outcome, Outcome::Skipped);
+    assert!(reason(&report).contains("ends with the SOCI tag suffix"), "{report:?}");
+
+    // The same index under a tag that does not say so: skipped by its content.
+    world
+        .client
+        .put_manifest(&world.repository, "mirror", media::OCI_INDEX, soci_tag.bytes.clone())
+        .await
+        .unwrap();
+    let report =
+        invoke(&push_event("mirror", &soci_tag.digest, None), &config, &registries, "own-content").await;
+    assert_eq!(report.outcome, Outcome::Skipped);
+    assert!(reason(&report).contains("already carries SOCI indexes"), "{report:?}");
+
+    // The SOCI index manifests soci-indexer pushed by digest (tagless): skipped by media type.
+    let soci_manifest = push_event(
+        "",
+        &report_first_soci(&world).await,
+        Some((media::OCI_MANIFEST, Some(media::SOCI_INDEX_V2))),
+    );
+    let report = invoke(&soci_manifest, &config, &registries, "soci-manifest").await;
+    assert!(reason(&report).contains("a SOCI index manifest"), "{report:?}");
+
+    // EventBridge delivers at least once: a duplicate is already indexed.
+    let report = invoke(&push_event("1.0", &digest, None), &config, &registries, "duplicate").await;
+    assert_eq!(report.outcome, Outcome::Skipped);
+    assert_eq!(reason(&report), "already indexed");
+    assert!(credentials.fetches() >= 1);
+}
+
+async fn report_first_soci(world: &World) -> String {
+    let index: Index = serde_json::from_slice(&world.manifest("1.0-soci").await.bytes).unwrap();
+    index.manifests().iter().find(|d| d.artifact_type == media::SOCI_INDEX_V2).unwrap().digest.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_indexes_by_digest_and_skips_its_own_output() {
+    let world = world().await;
+    let config = world.config(&[("SOCI_INDEX_VERSION", "v1")]);
+    let (registries, _) = world.deps(&config).await;
+    let image = test_image();
+    let root = world.push(&image, "2.0").await;
+    // A multi-platform push: ECR sends an event per platform manifest (by digest, no tag).
+    let (amd64, _, _) = &image.manifests[0];
+
+    let event = push_event("", amd64, Some((media::OCI_MANIFEST, Some(media::OCI_CONFIG))));
+    let report = invoke(&event, &config, &registries, "by-digest").await;
+    assert_eq!(report.outcome, Outcome::Indexed, "{report:?}\nregistry log:\n{}", world.registry.logs());
+    assert_eq!((report.tag.as_deref(), report.pushed_tag.as_deref()), (None, None));
+    let soci_index = report.index_digest.clone().unwrap();
+    // distribution 2.8 has no referrers API: the index is listed in the referrers tag.
+    let fallback_tag = amd64.replacen(':', "-", 1);
+    let referrers: Index = serde_json::from_slice(&world.manifest(&fallback_tag).await.bytes).unwrap();
+    assert_eq!(referrers.manifests()[0].digest, soci_index);
+    assert_eq!(referrers.manifests()[0].artifact_type, media::SOCI_INDEX_V1);
+    let soci: Manifest = serde_json::from_slice(&world.manifest(&soci_index).await.bytes).unwrap();
+    assert_eq!(soci.subject.as_ref().unwrap().digest, *amd64);
+
+    // The events for what soci-indexer pushed: the SOCI index manifest, and the referrers tag.
+    let own = push_event("", &soci_index, Some((media::OCI_MANIFEST, Some(media::SOCI_INDEX_V1))));
+    assert!(reason(&invoke(&own, &config, &registries, "own").await).contains("a SOCI index manifest"));
+    let own_untyped = push_event("", &soci_index, None);
+    let report = invoke(&own_untyped, &config, &registries, "own-untyped").await;
+    assert!(reason(&report).contains("is a SOCI index manifest"), "{report:?}");
+    let referrers_event = push_event(&fallback_tag, "", Some((media::OCI_INDEX, None)));
+    let report = invoke(&referrers_event, &config, &registries, "referrers").await;
+    assert!(reason(&report).contains("referrers tag-schema index"), "{report:?}");
+
+    // A duplicate is already indexed; the tagged index event indexes the other platform only.
+    let report = invoke(&event, &config, &registries, "duplicate").await;
+    assert_eq!(reason(&report), "already indexed");
+    let tagged = push_event("2.0", &root, Some((media::OCI_INDEX, None)));
+    let report = invoke(&tagged, &config, &registries, "tagged").await;
+    assert_eq!(report.outcome, Outcome::Indexed, "{report:?}");
+    let report = invoke(&tagged, &config, &registries, "tagged-again").await;
+    assert_eq!(reason(&report), "already indexed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_rejects_the_token_fails_without_retry_and_without_showing_it() {
+    let moto = MotoServer::start().await.unwrap();
+    let registry = LocalRegistry::start_with_basic_auth("AWS", "another-password").await.unwrap();
+    let client = Client::new(
+        ClientConfig { plain_http: true, ..ClientConfig::default() },
+        Arc::new(StaticCredentials(Credentials::new("AWS", "another-password"))),
+    )
+    .unwrap();
+    let repository = Repository::new(registry.host(), REPOSITORY).unwrap();
+    let image = test_image();
+    let (digest, media_type, bytes) = &image.root;
+    for (d, _, b) in &image.blobs {
+        client.push_blob(&repository, d, Bytes::from(b.clone())).await.unwrap();
+    }
+    for (d, t, b) in &image.manifests {
+        client.put_manifest(&repository, d, t, Bytes::from(b.clone())).await.unwrap();
+    }
+    client.put_manifest(&repository, "1.0", media_type, Bytes::from(bytes.clone())).await.unwrap();
+
+    let world = World { registry, moto, client, repository };
+    let config = world.config(&[]);
+    let (registries, credentials) = world.deps(&config).await;
+    let report = invoke(&push_event("1.0", digest, None), &config, &registries, "denied").await;
+    assert_eq!((report.outcome, report.retry), (Outcome::Failed, false), "{report:?}");
+    assert!(reason(&report).contains("401"), "{report:?}");
+    let shown = format!("{report:?}{}", serde_json::to_string(&report).unwrap());
+    assert!(!shown.contains(MotoServer::ECR_PASSWORD), "the token never shows");
+    // moto's tokens are already expired: fetched again for the retry after the 401, never in a loop.
+    assert!((2..=4).contains(&credentials.fetches()), "{} fetches", credentials.fetches());
+}

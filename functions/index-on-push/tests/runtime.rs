@@ -1,0 +1,329 @@
+//! The `index-on-push` binary itself, under a local emulation of the Lambda runtime API: the cold start
+//! wiring from real environment variables (`SOCI_REGISTRY_URL`, `AWS_ENDPOINT_URL_ECR` to moto), events
+//! answered with their report, the JSON log and EMF lines on stdout, and settings errors at cold start.
+//!
+//! Set `INDEX_ON_PUSH_BIN` to run another build of the binary (e.g. the release one, to measure its cold
+//! start); the timings are printed (`cargo test -p index-on-push --test runtime -- --nocapture`).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use registry::{Client, ClientConfig, Credentials, Repository, StaticCredentials};
+use serde_json::{json, Value};
+use testkit::image::{image, Style, TestLayer};
+use testkit::moto::MotoServer;
+use testkit::registry::LocalRegistry;
+use testkit::LayerConfig;
+use tokio::sync::{mpsc, Notify};
+
+fn binary() -> String {
+    std::env::var("INDEX_ON_PUSH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_index-on-push").to_owned())
+}
+
+/// What the function sent back.
+#[derive(Debug)]
+enum Answer {
+    /// `POST /runtime/invocation/{id}/response`.
+    Response { request_id: String, body: Value },
+    /// `POST /runtime/invocation/{id}/error`.
+    Error { request_id: String, body: Value },
+}
+
+/// The runtime API: hands out queued events on `GET /invocation/next` (long-polling when none is
+/// queued), reports answers through a channel, and when the first `next` arrived.
+struct RuntimeApi {
+    addr: SocketAddr,
+    events: Arc<Mutex<VecDeque<(String, Value)>>>,
+    queued: Arc<Notify>,
+    first_poll: Arc<Mutex<Option<Instant>>>,
+    answers: mpsc::UnboundedReceiver<(Instant, Answer)>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl RuntimeApi {
+    async fn start() -> RuntimeApi {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let events: Arc<Mutex<VecDeque<(String, Value)>>> = Arc::default();
+        let queued = Arc::new(Notify::new());
+        let first_poll: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let (sender, answers) = mpsc::unbounded_channel();
+        let state = (events.clone(), queued.clone(), first_poll.clone(), sender);
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let (events, queued, first_poll, sender) = state.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                        let (events, queued, first_poll, sender) =
+                            (events.clone(), queued.clone(), first_poll.clone(), sender.clone());
+                        async move {
+                            Ok::<_, Infallible>(serve(request, events, queued, first_poll, sender).await)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        RuntimeApi { addr, events, queued, first_poll, answers, _server: server }
+    }
+
+    fn send(&self, request_id: &str, event: Value) {
+        self.events.lock().unwrap().push_back((request_id.to_owned(), event));
+        self.queued.notify_one();
+    }
+
+    async fn answer(&mut self) -> (Instant, Answer) {
+        tokio::time::timeout(Duration::from_secs(120), self.answers.recv())
+            .await
+            .expect("the function answered within 2 minutes")
+            .expect("the runtime API is running")
+    }
+}
+
+async fn serve(
+    request: Request<Incoming>,
+    events: Arc<Mutex<VecDeque<(String, Value)>>>,
+    queued: Arc<Notify>,
+    first_poll: Arc<Mutex<Option<Instant>>>,
+    sender: mpsc::UnboundedSender<(Instant, Answer)>,
+) -> Response<Full<Bytes>> {
+    let path = request.uri().path().to_owned();
+    if path == "/2018-06-01/runtime/invocation/next" {
+        first_poll.lock().unwrap().get_or_insert_with(Instant::now);
+        loop {
+            let next = events.lock().unwrap().pop_front();
+            if let Some((request_id, event)) = next {
+                let deadline = SystemTime::now() + Duration::from_secs(120);
+                let deadline_ms = deadline.duration_since(UNIX_EPOCH).unwrap().as_millis();
+                return Response::builder()
+                    .header("lambda-runtime-aws-request-id", request_id)
+                    .header("lambda-runtime-deadline-ms", deadline_ms.to_string())
+                    .header(
+                        "lambda-runtime-invoked-function-arn",
+                        "arn:aws:lambda:us-east-1:123456789012:function:index-on-push",
+                    )
+                    .header("lambda-runtime-trace-id", "Root=1-00000000-000000000000000000000000")
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(event.to_string())))
+                    .unwrap();
+            }
+            queued.notified().await;
+        }
+    }
+    let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let parts: Vec<&str> = path.trim_start_matches("/2018-06-01/runtime/invocation/").split('/').collect();
+    let answer = match parts.as_slice() {
+        [id, "response"] => Some(Answer::Response { request_id: id.to_string(), body }),
+        [id, "error"] => Some(Answer::Error { request_id: id.to_string(), body }),
+        _ => None,
+    };
+    match answer {
+        Some(answer) => {
+            let _ = sender.send((Instant::now(), answer));
+            Response::builder().status(202).body(Full::new(Bytes::from_static(b"{}"))).unwrap()
+        }
+        None => Response::builder().status(404).body(Full::new(Bytes::new())).unwrap(),
+    }
+}
+
+/// The binary with a clean environment: only what Lambda would set, plus `vars`.
+fn command(vars: &[(&str, String)]) -> Command {
+    let mut command = Command::new(binary());
+    command.env_clear();
+    for name in ["PATH", "HOME", "TMPDIR"] {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command
+        .env("AWS_LAMBDA_FUNCTION_NAME", "index-on-push")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_SESSION_TOKEN", "testing")
+        .env("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    command
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_push_events_from_the_runtime_api() {
+    let moto = MotoServer::start().await.unwrap();
+    let registry = LocalRegistry::start_with_basic_auth("AWS", MotoServer::ECR_PASSWORD).await.unwrap();
+    let client = Client::new(
+        ClientConfig { plain_http: true, ..ClientConfig::default() },
+        Arc::new(StaticCredentials(Credentials::new("AWS", MotoServer::ECR_PASSWORD))),
+    )
+    .unwrap();
+    let repository = Repository::new(registry.host(), "sample/app").unwrap();
+    let layer_config = LayerConfig { entries: 60, max_file_size: 256 * 1024, pax_percent: 10 };
+    let image = image(
+        Style::Docker,
+        vec![("linux/amd64".into(), vec![TestLayer::gzip(5, &layer_config, 6, true)])],
+        false,
+        false,
+    );
+    for (digest, _, bytes) in &image.blobs {
+        client.push_blob(&repository, digest, Bytes::from(bytes.clone())).await.unwrap();
+    }
+    let (digest, media_type, bytes) = &image.root;
+    client.put_manifest(&repository, "v1", media_type, Bytes::from(bytes.clone())).await.unwrap();
+
+    let mut api = RuntimeApi::start().await;
+    let started = Instant::now();
+    let mut child = tokio::process::Command::from(command(&[
+        ("AWS_LAMBDA_RUNTIME_API", api.addr.to_string()),
+        ("AWS_ENDPOINT_URL_ECR", moto.url()),
+        ("SOCI_REGISTRY_URL", registry.url()),
+        ("SOCI_MIN_LAYER_SIZE", "50000".into()),
+        ("SOCI_SPAN_SIZE", "65536".into()),
+        ("SOCI_FILTERS", "sample/*".into()),
+    ]))
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true)
+    .spawn()
+    .unwrap();
+
+    let path = format!("{}/fixtures/push-event.json", env!("CARGO_MANIFEST_DIR"));
+    let mut event: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    event["detail"]["repository-name"] = json!("sample/app");
+    event["detail"]["image-tag"] = json!("v1");
+    event["detail"]["image-digest"] = json!(digest);
+    api.send("req-push", event.clone());
+
+    let (handled_at, answer) = api.answer().await;
+    let Answer::Response { request_id, body } = answer else { panic!("expected a response, got {answer:?}") };
+    assert_eq!(request_id, "req-push");
+    assert_eq!(body["outcome"], "indexed", "{body}");
+    assert_eq!(body["pushed_tag"], "v1-soci");
+    assert!(client.get_manifest(&repository, "v1-soci").await.is_ok());
+    let first_poll = api.first_poll.lock().unwrap().expect("the runtime polled for an event");
+    eprintln!(
+        "cold start ({}): ready for events after {} ms; first event (index + push) answered after {} ms",
+        binary(),
+        (first_poll - started).as_millis(),
+        (handled_at - started).as_millis()
+    );
+
+    // The -soci tag's own push event, then a duplicate, then something that is not an event at all.
+    let mut own = event.clone();
+    own["detail"]["image-tag"] = json!("v1-soci");
+    api.send("req-own", own);
+    api.send("req-dup", event);
+    api.send("req-junk", json!({"not": "an event"}));
+    for (expected_id, expected_reason) in [
+        ("req-own", "ends with the SOCI tag suffix"),
+        ("req-dup", "already indexed"),
+        ("req-junk", "not an EventBridge ECR Image Action event"),
+    ] {
+        let (_, answer) = api.answer().await;
+        let Answer::Response { request_id, body } = answer else {
+            panic!("expected a response, got {answer:?}")
+        };
+        assert_eq!(request_id, expected_id);
+        assert_eq!(body["outcome"], "skipped", "{body}");
+        assert!(body["reason"].as_str().unwrap_or_default().contains(expected_reason), "{body}");
+    }
+
+    child.start_kill().unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stdout.contains(MotoServer::ECR_PASSWORD) && !stderr.contains(MotoServer::ECR_PASSWORD));
+    let lines: Vec<Value> = stdout.lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+    assert_eq!(lines.len(), stdout.lines().count(), "every stdout line is JSON:\n{stdout}");
+    let outcomes: Vec<&Value> =
+        lines.iter().filter(|l| l.get("outcome").is_some() && l.get("_aws").is_none()).collect();
+    assert_eq!(outcomes.len(), 4, "one log line per event:\n{stdout}");
+    let indexed = outcomes[0];
+    assert_eq!(indexed["request_id"], "req-push", "{indexed}");
+    assert_eq!(indexed["outcome"], "indexed");
+    assert_eq!(indexed["repository"], "sample/app");
+    assert_eq!(indexed["registry"], registry.host());
+    assert_eq!(indexed["layers_indexed"], 1);
+    assert!(indexed["index_digest"].as_str().is_some_and(|d| d.starts_with("sha256:")));
+    assert_eq!(indexed["span"]["request_id"], "req-push", "the event's span carries the request id");
+    let metrics: Vec<&Value> = lines.iter().filter(|l| l.get("_aws").is_some()).collect();
+    assert_eq!(metrics.len(), 4, "one EMF object per event:\n{stdout}");
+    assert_eq!((metrics[0]["Indexed"].as_u64(), metrics[1]["Skipped"].as_u64()), (Some(1), Some(1)));
+}
+
+#[test]
+fn bad_settings_stop_the_cold_start_naming_the_variable() {
+    for (name, value) in [
+        ("SOCI_SPAN_SIZE", "big"),
+        ("SOCI_INDEX_VERSION", "v9"),
+        ("SOCI_FILTERS", "myrepo"),
+        ("SOCI_CONCURRENCY", "0"),
+        ("LOG_LEVEL", "loud"),
+        ("SOCI_REGISTRY_URL", "ftp://registry"),
+    ] {
+        let output = command(&[("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9".into()), (name, value.into())])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{name}={value}: {stderr}");
+        assert!(stderr.starts_with(&format!("index-on-push: bad setting: {name}: ")), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn outside_lambda_the_binary_says_so() {
+    let output = command(&[]).env_remove("AWS_LAMBDA_FUNCTION_NAME").stdin(Stdio::null()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("AWS_LAMBDA_RUNTIME_API is not set"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_registry_is_an_error_so_that_lambda_retries() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut api = RuntimeApi::start().await;
+    let mut child = tokio::process::Command::from(command(&[
+        ("AWS_LAMBDA_RUNTIME_API", api.addr.to_string()),
+        ("SOCI_REGISTRY_URL", format!("http://{closed}")),
+    ]))
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true)
+    .spawn()
+    .unwrap();
+    let path = format!("{}/fixtures/push-event.json", env!("CARGO_MANIFEST_DIR"));
+    let event: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    api.send("req-down", event);
+    let (_, answer) = api.answer().await;
+    let Answer::Error { request_id, body } = answer else { panic!("expected an error, got {answer:?}") };
+    assert_eq!(request_id, "req-down");
+    assert_eq!(body["errorType"], "SociIndexer.Retryable", "{body}");
+    assert!(body["errorMessage"].as_str().unwrap_or_default().contains("may succeed if retried"), "{body}");
+    child.start_kill().unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains(r#""outcome":"failed""#) && stdout.contains(r#""retry":true"#), "{stdout}");
+    assert!(stdout.contains(r#""Failed":1"#), "{stdout}");
+}

@@ -47,9 +47,9 @@ pub enum Error {
     #[error(
         "{registry}: unauthorized (401){}",
         if *credentials_sent {
-            ": the registry rejected the credentials; check --username/--password-stdin"
+            ": the registry rejected the credentials (CLI: check --username/--password-stdin; Lambda: check its ecr:GetAuthorizationToken permission and the registry it is pointed at)"
         } else {
-            ": the registry requires credentials; pass --username and --password-stdin"
+            ": the registry requires credentials (CLI: pass --username and --password-stdin)"
         }
     )]
     Unauthorized {

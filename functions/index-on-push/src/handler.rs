@@ -57,13 +57,15 @@ impl Invocation {
     /// From the runtime's context: its deadline is wall-clock milliseconds.
     pub fn from_context(context: &lambda_runtime::Context) -> Invocation {
         let deadline = (context.deadline > 0).then(|| {
+            // Lambda sends an absolute time (epoch ms); `cargo lambda watch` sends the time allowed
+            // (e.g. 600000). A value before 2001 can only be the latter.
+            let remaining = if context.deadline < 1_000_000_000_000 {
+                Duration::from_millis(context.deadline)
+            } else {
+                context.deadline().duration_since(std::time::SystemTime::now()).unwrap_or_default()
+            };
             // Lambda allows 15 minutes at most; a day bounds whatever the header says.
-            let remaining = context
-                .deadline()
-                .duration_since(std::time::SystemTime::now())
-                .unwrap_or_default()
-                .min(Duration::from_secs(24 * 3600));
-            Instant::now() + remaining
+            Instant::now() + remaining.min(Duration::from_secs(24 * 3600))
         });
         Invocation { request_id: context.request_id.clone(), deadline }
     }

@@ -146,15 +146,16 @@ impl Report {
         }
     }
 
-    /// The EMF object for this report at `timestamp_ms`.
-    pub fn metrics(&self, timestamp_ms: u64) -> serde_json::Value {
+    /// The EMF object for this report at `timestamp_ms`, with the `FunctionName` dimension (so that two
+    /// stacks in one account have separate metrics and alarms).
+    pub fn metrics(&self, timestamp_ms: u64, function_name: &str) -> serde_json::Value {
         let metric = |name: &str, unit: &str| serde_json::json!({"Name": name, "Unit": unit});
         serde_json::json!({
             "_aws": {
                 "Timestamp": timestamp_ms,
                 "CloudWatchMetrics": [{
                     "Namespace": NAMESPACE,
-                    "Dimensions": [[]],
+                    "Dimensions": [["FunctionName"]],
                     "Metrics": [
                         metric("Indexed", "Count"),
                         metric("Skipped", "Count"),
@@ -165,6 +166,7 @@ impl Report {
                     ],
                 }],
             },
+            "FunctionName": function_name,
             "Indexed": u64::from(self.outcome == Outcome::Indexed),
             "Skipped": u64::from(self.outcome == Outcome::Skipped),
             "Failed": u64::from(self.outcome == Outcome::Failed),
@@ -185,7 +187,8 @@ impl Report {
         let timestamp_ms =
             SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default();
         let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{}", self.metrics(timestamp_ms));
+        let function_name = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "local".into());
+        let _ = writeln!(stdout, "{}", self.metrics(timestamp_ms, &function_name));
         let _ = stdout.flush();
     }
 }
@@ -201,11 +204,12 @@ mod tests {
         report.layers_indexed = 2;
         report.bytes = 12345;
         report.duration_ms = 678;
-        let emf = report.metrics(1_700_000_000_000);
+        let emf = report.metrics(1_700_000_000_000, "soci-fn");
         let directive = &emf["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(emf["_aws"]["Timestamp"], 1_700_000_000_000u64);
         assert_eq!(directive["Namespace"], "SociIndexer");
-        assert_eq!(directive["Dimensions"], serde_json::json!([[]]));
+        assert_eq!(directive["Dimensions"], serde_json::json!([["FunctionName"]]));
+        assert_eq!(emf["FunctionName"], "soci-fn");
         // Every declared metric is a number at the root, as EMF requires.
         for metric in directive["Metrics"].as_array().unwrap() {
             let name = metric["Name"].as_str().unwrap();
@@ -224,7 +228,7 @@ mod tests {
 
     #[test]
     fn outcomes_count_once() {
-        let failed = Report::new("r", "x").failed("boom", true).metrics(0);
+        let failed = Report::new("r", "x").failed("boom", true).metrics(0, "soci-fn");
         assert_eq!(
             (failed["Indexed"].as_u64(), failed["Skipped"].as_u64(), failed["Failed"].as_u64()),
             (Some(0), Some(0), Some(1))

@@ -425,4 +425,8 @@ fn the_invocation_deadline_comes_from_the_context() {
     let left = invocation.deadline.unwrap() - Instant::now();
     assert!(left > Duration::from_secs(58) && left <= Duration::from_secs(60), "{left:?}");
     assert!(Invocation::from_context(&lambda_runtime::Context::default()).deadline.is_none());
+    // `cargo lambda watch` sends the time allowed instead of an absolute deadline.
+    context.deadline = 600_000;
+    let left = Invocation::from_context(&context).deadline.unwrap() - Instant::now();
+    assert!(left > Duration::from_secs(598) && left <= Duration::from_secs(600), "{left:?}");
 }

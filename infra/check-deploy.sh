@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The deployment checks: the SAM template lints clean (cfn-lint, sam validate --lint), and the function
+# cross-compiles for Lambda (cargo lambda build --release --arm64, zig as the linker) and packages the
+# way `sam build` does it. No AWS account or credentials are needed. Run from anywhere; .ci/run runs it
+# before infra/check.sh. Needs the tools of infra/install-tools.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+# Offline and without credentials: a region for the SAM translator, nothing else from AWS.
+export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1}
+export SAM_CLI_TELEMETRY=0
+unset AWS_PROFILE
+
+echo "==> cfn-lint template.yaml"
+cfn-lint template.yaml
+
+echo "==> sam validate --lint"
+sam validate --lint --template template.yaml
+
+echo "==> cargo lambda build --release --arm64 --bin index-on-push"
+start=$(date +%s)
+cargo lambda build --release --arm64 --bin index-on-push --locked
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+bootstrap="$target_dir/lambda/index-on-push/bootstrap"
+python3 - "$bootstrap" <<'EOF'
+import os, sys
+path = sys.argv[1]
+with open(path, "rb") as f:
+    header = f.read(20)
+# ELF, 64-bit, little-endian, e_machine 183 (AArch64): what an arm64 Lambda runs.
+assert header[:4] == b"\x7fELF" and header[4] == 2 and header[5] == 1, f"{path} is not a 64-bit ELF"
+machine = int.from_bytes(header[18:20], "little")
+assert machine == 183, f"{path} is for machine {machine}, not AArch64 (183)"
+print(f"{path}: ELF aarch64, {os.path.getsize(path) / 1e6:.1f} MB")
+EOF
+echo "    built in $(($(date +%s) - start)) s"
+
+echo "==> sam build (the same cargo lambda build, then the package layout)"
+build_dir=$(mktemp -d "${TMPDIR:-/tmp}/soci-sam-build.XXXXXX")
+trap 'rm -rf "$build_dir"' EXIT
+sam build --template template.yaml --build-dir "$build_dir" 2>&1 | grep -v "^\s*$"
+test -x "$build_dir/IndexOnPushFunction/bootstrap"
+cmp "$build_dir/IndexOnPushFunction/bootstrap" "$bootstrap"
+echo "    $build_dir/IndexOnPushFunction/bootstrap is the binary above"

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Installs, when missing, the tools the deploy checks and the local demo use. Idempotent: a tool that is
+# already there is left alone. Used by .ci/run and infra/local-demo.sh; run it by hand the same way.
+#
+# From PyPI (with the python3 on PATH): cfn-lint, aws-sam-cli (sam), cargo-lambda, ziglang (cargo lambda
+# cross-compiles to arm64 with zig), moto[server] (the ECR API stand-in) and bcrypt (htpasswd lines).
+# From Debian: docker-registry (the registry stand-in). From rustup: the aarch64-unknown-linux-gnu target.
+#
+# pip may put console scripts where a fresh shell does not look: callers put
+# `python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'` on their PATH (as .ci/run does).
+set -euo pipefail
+
+python=${PYTHON:-python3}
+pip_quiet=(--quiet --disable-pip-version-check --no-input)
+
+# The directory pip installs console scripts into (cfn-lint, sam, cargo-lambda, moto_server).
+scripts_dir() { "$python" -c 'import sysconfig; print(sysconfig.get_path("scripts"))'; }
+
+has_module() { "$python" -c "import $1" >/dev/null 2>&1; }
+has_cmd() { command -v "$1" >/dev/null 2>&1; }
+
+main() {
+    has_cmd "$python" || { echo "install-tools: $python is missing" >&2; exit 1; }
+    PATH="$(scripts_dir):$PATH"
+    export PATH
+
+    local wanted=()
+    has_cmd cfn-lint || wanted+=("cfn-lint>=1.51")
+    has_cmd sam || wanted+=("aws-sam-cli>=1.170")
+    has_cmd cargo-lambda || wanted+=("cargo-lambda>=1.9")
+    has_module ziglang || has_cmd zig || wanted+=("ziglang>=0.13")
+    { has_cmd moto_server && has_module flask && has_module boto3; } || wanted+=("moto[server]>=5")
+    has_module bcrypt || wanted+=("bcrypt>=4")
+    if [ ${#wanted[@]} -gt 0 ]; then
+        echo "install-tools: pip install ${wanted[*]}"
+        "$python" -m pip install "${pip_quiet[@]}" "${wanted[@]}" 2>&1 | grep -v "Running pip as the 'root' user" || true
+        "$python" -m pip show cfn-lint aws-sam-cli cargo-lambda ziglang moto bcrypt >/dev/null \
+            || { echo "install-tools: pip install failed" >&2; exit 1; }
+        if has_cmd pyenv; then pyenv rehash || true; fi
+    fi
+
+    if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
+        echo "install-tools: rustup target add aarch64-unknown-linux-gnu"
+        rustup target add aarch64-unknown-linux-gnu
+    fi
+
+    if [ ! -x /usr/bin/docker-registry ]; then
+        echo "install-tools: apt-get install docker-registry"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        # Its service must not start (policy-rc.d denies it in containers anyway): the tests and the demo
+        # start their own registries on free loopback ports.
+        apt-get install -y -qq --no-install-recommends docker-registry
+    fi
+
+    local missing=()
+    for tool in cfn-lint sam cargo-lambda moto_server; do has_cmd "$tool" || missing+=("$tool"); done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "install-tools: still not on PATH after installing: ${missing[*]} (PATH=$PATH)" >&2
+        exit 1
+    fi
+}
+
+main "$@"

@@ -8,6 +8,7 @@ use std::io::Write;
 
 pub mod image;
 pub mod moto;
+mod process;
 pub mod proxy;
 pub mod registry;
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use crate::process::{probe, read_log};
 
 /// The command PyPI's `moto[server]` installs.
 pub const MOTO_BINARY: &str = "moto_server";
@@ -131,10 +131,6 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
 }
 
-fn read_log(path: &Path) -> String {
-    std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
-}
-
 /// Polls `GET /` until it answers 200, the child exits, or time runs out.
 async fn wait_ready(child: &mut Child, addr: SocketAddr, log_path: &Path) -> io::Result<()> {
     let deadline = Instant::now() + READY_TIMEOUT;
@@ -145,7 +141,7 @@ async fn wait_ready(child: &mut Child, addr: SocketAddr, log_path: &Path) -> io:
                 read_log(log_path)
             )));
         }
-        match probe(addr).await {
+        match probe(addr, "/").await {
             Ok(200) => return Ok(()),
             result if Instant::now() >= deadline => {
                 return Err(io::Error::new(
@@ -160,33 +156,6 @@ async fn wait_ready(child: &mut Child, addr: SocketAddr, log_path: &Path) -> io:
             _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
-}
-
-/// One `GET /` over a fresh connection; returns the status code.
-async fn probe(addr: SocketAddr) -> io::Result<u16> {
-    let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream
-            .write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-            .await?;
-        let mut head = Vec::new();
-        let mut buf = [0u8; 256];
-        while !head.windows(2).any(|w| w == b"\r\n") {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        let line = String::from_utf8_lossy(&head);
-        line.split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad status line {line:?}")))
-    };
-    tokio::time::timeout(Duration::from_secs(2), attempt)
-        .await
-        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "probe timed out")))
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use crate::process::{probe, read_log};
 
 /// Where Debian installs distribution's registry binary.
 pub const REGISTRY_BINARY: &str = "/usr/bin/docker-registry";
@@ -152,10 +152,6 @@ impl Drop for LocalRegistry {
     }
 }
 
-fn read_log(path: &Path) -> String {
-    std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
-}
-
 /// Polls `GET /v2/` until it answers 200 (or 401 with authentication), the child exits, or time runs
 /// out.
 async fn wait_ready(child: &mut Child, addr: SocketAddr, auth: bool, log_path: &Path) -> io::Result<()> {
@@ -168,7 +164,7 @@ async fn wait_ready(child: &mut Child, addr: SocketAddr, auth: bool, log_path: &
                 read_log(log_path)
             )));
         }
-        match probe(addr).await {
+        match probe(addr, "/v2/").await {
             Ok(status) if status == expected => return Ok(()),
             Ok(status) if Instant::now() >= deadline => {
                 return Err(io::Error::other(format!(
@@ -224,33 +220,6 @@ health:
         yaml.push_str(&format!("auth:\n  htpasswd:\n    realm: testkit\n    path: \"{}\"\n", path.display()));
     }
     yaml
-}
-
-/// One `GET /v2/` over a fresh connection; returns the status code.
-async fn probe(addr: SocketAddr) -> io::Result<u16> {
-    let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream
-            .write_all(format!("GET /v2/ HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-            .await?;
-        let mut head = Vec::new();
-        let mut buf = [0u8; 256];
-        while !head.windows(2).any(|w| w == b"\r\n") {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        let line = String::from_utf8_lossy(&head);
-        line.split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad status line {line:?}")))
-    };
-    tokio::time::timeout(Duration::from_secs(2), attempt)
-        .await
-        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "probe timed out")))
 }
 
 #[cfg(test)]

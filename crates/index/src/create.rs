@@ -538,27 +538,28 @@ async fn already_indexed<R: Registry>(
                 return Ok(false);
             }
             // Bound to this image when each of its manifests, re-serialized, is in the index (once the
-            // SOCI annotation is taken away): same config and layers, so same image.
+            // SOCI annotation is taken away): same config and layers, so same image. A platform without
+            // eligible layers is in it unannotated; at least one must carry an index.
             let mut bound_manifests = Vec::new();
+            let mut any_annotated = false;
             for entry in index.manifests().iter().filter(|d| d.artifact_type.is_empty()) {
                 if let Some(m) =
                     registry.get_manifest(&entry.digest).await.map_err(registry_error("fetching manifest"))?
                 {
                     if let Ok(mut manifest) = serde_json::from_slice::<Manifest>(&m.bytes) {
-                        let annotated = manifest
+                        any_annotated |= manifest
                             .annotations
                             .as_mut()
                             .and_then(|a| a.remove(media::ANNOTATION_INDEX_DIGEST))
                             .is_some();
-                        if annotated {
-                            bound_manifests.push(convert::reserialize_manifest(&manifest, None));
-                        }
+                        bound_manifests.push(convert::reserialize_manifest(&manifest, None));
                     }
                 }
             }
-            Ok(images
-                .values()
-                .all(|image| bound_manifests.contains(&convert::reserialize_manifest(&image.manifest, None))))
+            Ok(any_annotated
+                && images.values().all(|image| {
+                    bound_manifests.contains(&convert::reserialize_manifest(&image.manifest, None))
+                }))
         }
         IndexVersion::V1 => {
             for image in images.values() {

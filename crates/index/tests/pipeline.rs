@@ -336,6 +336,25 @@ async fn v1_with_a_referrers_api_writes_no_fallback_tag() {
 }
 
 #[tokio::test]
+async fn a_platform_without_eligible_layers_does_not_defeat_already_indexed() {
+    let tiny = TestLayer::gzip(9, &LayerConfig { entries: 3, max_file_size: 100, pax_percent: 0 }, 6, false);
+    let big = TestLayer::gzip(10, &small(), 6, false);
+    let image = image(
+        Style::Oci,
+        vec![("linux/amd64".into(), vec![big]), ("linux/arm64".into(), vec![tiny])],
+        true,
+        false,
+    );
+    let registry = Arc::new(MemoryRegistry::with_image(&image, "app"));
+    let report = run(&registry, IndexVersion::V2).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Created);
+    assert!(report.platforms[1].soci_index_digest.is_none(), "arm64 has no eligible layer");
+    let pushes = registry.pushes().len();
+    assert_eq!(run(&registry, IndexVersion::V2).await.unwrap().outcome, Outcome::AlreadyIndexed);
+    assert_eq!(registry.pushes().len(), pushes);
+}
+
+#[tokio::test]
 async fn nothing_to_index_pushes_nothing() {
     let tiny = TestLayer::gzip(9, &LayerConfig { entries: 3, max_file_size: 100, pax_percent: 0 }, 6, false);
     let image = image(Style::Oci, vec![("linux/amd64".into(), vec![tiny])], false, false);

@@ -87,14 +87,14 @@ impl TarSpans {
             data = &data[take..];
             if self.total % self.span_size == 0 {
                 let hasher = std::mem::take(&mut self.hasher);
-                self.digests.push(format!("sha256:{:x}", hasher.finalize()));
+                self.digests.push(crate::digest_string(hasher));
             }
         }
     }
 
     fn finish(mut self) -> Vec<String> {
         if self.total % self.span_size != 0 {
-            self.digests.push(format!("sha256:{:x}", self.hasher.finalize()));
+            self.digests.push(crate::digest_string(self.hasher));
         }
         self.digests
     }

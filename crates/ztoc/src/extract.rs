@@ -4,8 +4,6 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 
-use sha2::{Digest, Sha256};
-
 use crate::error::Error;
 use crate::model::{EntryType, FileMetadata, Zinfo, Ztoc};
 use crate::offset::{CompressedOffset, UncompressedOffset};
@@ -162,7 +160,7 @@ impl<B: RandomAccess> SpanReader<'_, B> {
         buf.resize(len as usize, 0);
         self.blob.read_exact_at(start, buf)?;
         self.bytes_read += len;
-        let actual = format!("sha256:{:x}", Sha256::digest(&buf[..]));
+        let actual = crate::sha256_digest(buf);
         if actual != self.digests[span] {
             return Err(Error::SpanDigestMismatch { span, expected: self.digests[span].clone(), actual });
         }

@@ -180,7 +180,7 @@ impl CheckpointingInflater {
         let end_in_chunk = (self.total_in - chunk_start) as usize;
         if let Some(mut hasher) = self.span_hasher.take() {
             hasher.update(&input[*hashed..end_in_chunk]);
-            self.span_digests.push(format!("sha256:{:x}", hasher.finalize()));
+            self.span_digests.push(crate::digest_string(hasher));
         }
         let mut hasher = Sha256::new();
         if bits != 0 {
@@ -222,7 +222,7 @@ impl CheckpointingInflater {
             return Err(Error::TruncatedGzip { offset: CompressedOffset(self.total_fed) });
         }
         if let Some(hasher) = self.span_hasher.take() {
-            self.span_digests.push(format!("sha256:{:x}", hasher.finalize()));
+            self.span_digests.push(crate::digest_string(hasher));
         }
         Ok(InflateSummary {
             zinfo: self.zinfo,

@@ -29,5 +29,12 @@ pub use offset::{CompressedOffset, UncompressedOffset};
 /// The OCI digest string (`sha256:<hex>`) of `bytes`.
 pub fn sha256_digest(bytes: &[u8]) -> String {
     use sha2::Digest;
-    format!("sha256:{:x}", sha2::Sha256::digest(bytes))
+    digest_string(sha2::Sha256::new_with_prefix(bytes))
+}
+
+/// The OCI digest string (`sha256:<hex>`) of what `hasher` has seen (span digests are hashed as the
+/// bytes go by).
+pub(crate) fn digest_string(hasher: sha2::Sha256) -> String {
+    use sha2::Digest;
+    format!("sha256:{:x}", hasher.finalize())
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The deployment checks: the SAM template lints clean (cfn-lint, sam validate --lint), and the function
-# cross-compiles for Lambda (cargo lambda build --release --arm64, zig as the linker) and packages the
-# way `sam build` does it. No AWS account or credentials are needed. Run from anywhere; .ci/run runs it
+# The deployment checks: the SAM template lints clean (cfn-lint, sam validate --lint) and passes the
+# checkov security scan (each check passes or is skipped in the template, with its reason), and the
+# function cross-compiles for Lambda (cargo lambda build --release --arm64, zig as the linker) and
+# packages the way `sam build` does it. No AWS account or credentials are needed. Run from anywhere; .ci/run runs it
 # before infra/check.sh. Needs the tools of infra/install-tools.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,11 @@ cfn-lint template.yaml
 
 echo "==> sam validate --lint"
 sam validate --lint --template template.yaml
+
+# --skip-download: offline, no guideline fetch (its failure would only be noise). Exits non-zero on a
+# failed check.
+echo "==> checkov (security scan)"
+checkov --file template.yaml --framework cloudformation --quiet --compact --skip-download
 
 echo "==> cargo lambda build --release --arm64 --bin index-on-push"
 start=$(date +%s)

@@ -5,6 +5,9 @@
 # From PyPI (with the python3 on PATH): cfn-lint, aws-sam-cli (sam), cargo-lambda, ziglang (cargo lambda
 # cross-compiles to arm64 with zig), moto[server] (the ECR API stand-in) and bcrypt (htpasswd lines).
 # From Debian: docker-registry (the registry stand-in). From rustup: the aarch64-unknown-linux-gnu target.
+# From PyPI into a virtualenv of its own: checkov (the template's security scan). It pins boto3 and
+# botocore older than aws-sam-cli pins them, so next to sam it would downgrade them; in the venv it
+# leaves sam's alone. Its checkov command is linked into the scripts directory below.
 #
 # pip may put console scripts where a fresh shell does not look: callers put
 # `python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'` on their PATH (as .ci/run does).
@@ -18,6 +21,16 @@ scripts_dir() { "$python" -c 'import sysconfig; print(sysconfig.get_path("script
 
 has_module() { "$python" -c "import $1" >/dev/null 2>&1; }
 has_cmd() { command -v "$1" >/dev/null 2>&1; }
+
+# checkov in its own venv (see above), its command linked next to the other console scripts.
+install_checkov() {
+    local venv=${CHECKOV_VENV:-${XDG_DATA_HOME:-$HOME/.local/share}/soci-indexer/checkov-venv}
+    echo "install-tools: pip install checkov (in $venv)"
+    "$python" -m venv "$venv"
+    "$venv/bin/python" -m pip install "${pip_quiet[@]}" "checkov>=3.2" 2>&1 | grep -v "Running pip as the 'root' user" || true
+    "$venv/bin/checkov" --version >/dev/null || { echo "install-tools: checkov install failed" >&2; exit 1; }
+    ln -sf "$venv/bin/checkov" "$(scripts_dir)/checkov"
+}
 
 main() {
     has_cmd "$python" || { echo "install-tools: $python is missing" >&2; exit 1; }
@@ -38,6 +51,10 @@ main() {
             || { echo "install-tools: pip install failed" >&2; exit 1; }
         if has_cmd pyenv; then pyenv rehash || true; fi
     fi
+    if ! has_cmd checkov; then
+        install_checkov
+        if has_cmd pyenv; then pyenv rehash || true; fi
+    fi
 
     if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
         echo "install-tools: rustup target add aarch64-unknown-linux-gnu"
@@ -54,7 +71,7 @@ main() {
     fi
 
     local missing=()
-    for tool in cfn-lint sam cargo-lambda moto_server; do has_cmd "$tool" || missing+=("$tool"); done
+    for tool in cfn-lint sam checkov cargo-lambda moto_server; do has_cmd "$tool" || missing+=("$tool"); done
     if [ ${#missing[@]} -gt 0 ]; then
         echo "install-tools: still not on PATH after installing: ${missing[*]} (PATH=$PATH)" >&2
         exit 1

@@ -1,4 +1,5 @@
-//! The crate's error type.
+//! The engine's errors. Each level says what it was doing; the cause is its `source()`, so a chain
+//! printer (anyhow's `{:#}`, or [`chain`]) shows every level once.
 
 use crate::registry::SourceError;
 
@@ -6,7 +7,7 @@ use crate::registry::SourceError;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A registry operation failed.
-    #[error("{action}: {source}")]
+    #[error("{action}")]
     Registry {
         /// What was being done, e.g. "fetching manifest sha256:...".
         action: String,
@@ -36,14 +37,41 @@ pub enum Error {
         /// What it is.
         what: &'static str,
     },
+    /// An image index whose entries are image indexes themselves.
+    #[error(
+        "{reference} is an image index that nests another index ({nested}) and lists no image manifest: \
+         nested indexes are not supported; index the inner index by its digest"
+    )]
+    NestedIndex {
+        /// The tag or digest.
+        reference: String,
+        /// The first nested index.
+        nested: String,
+    },
+    /// An image index that lists no image manifest at all.
+    #[error("{reference} is an image index that lists no image manifest (only attestations, or nothing)")]
+    NoImageManifest {
+        /// The tag or digest.
+        reference: String,
+    },
     /// A manifest cannot be parsed.
-    #[error("manifest {digest} is not valid JSON for its type: {source}")]
+    #[error("manifest {digest} is not valid JSON for its type")]
     BadManifest {
         /// Its digest.
         digest: String,
         /// The parse error.
         #[source]
         source: serde_json::Error,
+    },
+    /// A manifest declares a size that cannot be right.
+    #[error("manifest {digest} declares an impossible {what} size ({size} bytes)")]
+    BadSize {
+        /// The manifest's digest.
+        digest: String,
+        /// What the size is of.
+        what: &'static str,
+        /// The size declared.
+        size: i64,
     },
     /// `--platform` matched nothing.
     #[error("the image has no manifest for platform {platform} (it has: {available})")]
@@ -58,15 +86,57 @@ pub enum Error {
         "a v2 SOCI index is pushed as <tag><suffix>: give the image as NAME:TAG (or use --index-version v1)"
     )]
     NeedsTag,
+    /// `<tag><suffix>` would be longer than a tag may be.
+    #[error(
+        "the v2 SOCI index tag {tag}{suffix} would be longer than 128 characters: use a shorter tag or \
+         --tag-suffix (or --index-version v1)"
+    )]
+    SociTagTooLong {
+        /// The image's tag.
+        tag: String,
+        /// The suffix.
+        suffix: String,
+    },
     /// A layer could not be indexed for a reason other than its content being unsupported.
-    #[error("layer {digest}: {source}")]
+    #[error("layer {digest}")]
     Layer {
         /// The layer digest.
         digest: String,
-        /// The cause.
+        /// What went wrong.
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: LayerError,
     },
+    /// Other writers kept replacing the v1 fallback tag.
+    #[error("referrers tag {tag}: other writers replaced it {attempts} times in a row; try again")]
+    FallbackContended {
+        /// The `sha256-<hex>` tag.
+        tag: String,
+        /// Attempts made.
+        attempts: usize,
+    },
+}
+
+/// What went wrong with one layer.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// The blob could not be read whole, or did not match its digest.
+    #[error("downloading the layer")]
+    Download(#[source] SourceError),
+    /// The layer's bytes are not a valid gzip or tar stream.
+    #[error("building its zTOC")]
+    Build(#[source] ztoc::Error),
+    /// The zTOC could not be pushed.
+    #[error("pushing its zTOC {digest}")]
+    Push {
+        /// The zTOC digest.
+        digest: String,
+        /// The registry's error.
+        #[source]
+        source: SourceError,
+    },
+    /// The build task died (a bug): reported, never propagated as a panic.
+    #[error("the zTOC build crashed: {0}")]
+    Crashed(String),
 }
 
 impl Error {
@@ -79,16 +149,54 @@ impl Error {
                 | Error::SociArtifact { .. }
                 | Error::PlatformNotFound { .. }
                 | Error::NeedsTag
+                | Error::SociTagTooLong { .. }
                 | Error::ImageNotFound { .. }
+                | Error::NestedIndex { .. }
+                | Error::NoImageManifest { .. }
         )
     }
 
     /// Whether trying again later may succeed (a registry or network hiccup, not bad input).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Registry { source, .. } => source.retryable,
-            Error::Layer { source, .. } => source.downcast_ref::<SourceError>().is_some_and(|e| e.retryable),
+            Error::Registry { source, .. }
+            | Error::Layer {
+                source: LayerError::Download(source) | LayerError::Push { source, .. }, ..
+            } => source.retryable,
+            Error::FallbackContended { .. } => true,
             _ => false,
         }
     }
+
+    /// The registry failure behind this error, if it is one.
+    pub fn registry_source(&self) -> Option<&SourceError> {
+        match self {
+            Error::Registry { source, .. }
+            | Error::Layer {
+                source: LayerError::Download(source) | LayerError::Push { source, .. }, ..
+            } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Wraps a registry failure with what was being done.
+pub(crate) fn registry_error(action: impl Into<String>) -> impl FnOnce(SourceError) -> Error {
+    move |source| Error::Registry { action: action.into(), source }
+}
+
+/// An error and its causes on one line, `outer: inner: innermost`.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let message = cause.to_string();
+        // Some errors repeat their cause in their own message: print it once.
+        if !text.ends_with(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        source = cause.source();
+    }
+    text
 }

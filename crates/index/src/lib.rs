@@ -1,21 +1,42 @@
-//! SOCI indexes: what they are and how they are made.
+//! The SOCI engine: what SOCI indexes are, and the pipeline that makes them, over a [`Registry`] trait
+//! (it knows nothing of HTTP).
 //!
-//! * [`oci`] and [`json`]: OCI/Docker manifests and indexes, written byte for byte as Go writes them;
-//! * [`soci`]: the SOCI index manifest (v1 and v2);
-//! * [`convert`]: the v2 binding, an OCI image index with annotated image manifests (`soci convert`);
-//! * [`create`]: the pipeline image → eligible layers → zTOCs (streamed, concurrent) → index → push,
-//!   over the [`Registry`] trait, so it knows nothing of HTTP.
+//! The pipeline, [`create()`], runs named phases:
+//! 1. [`resolve`]: fetch the image (manifest or index), refuse non-images and SOCI output, read the
+//!    manifests of the platforms to index;
+//! 2. [`indexed`]: stop if the image already has the index a run would make;
+//! 3. [`select`]: which layers get a zTOC (typed [`SkipReason`]s for the others);
+//! 4. [`build`]: stream each eligible layer through the zTOC builder, largest first, and push its zTOC;
+//! 5. [`publish`]: the SOCI index manifests, then the [`Binding`] (v2 `<tag><suffix>`, or v1 referrers).
+//!
+//! The formats: [`oci`] and [`json`] (OCI/Docker manifests written byte for byte as Go writes them),
+//! [`soci`] (the SOCI index manifest), [`convert`] (the v2 image index, as `soci convert` makes it).
 
+pub mod build;
 pub mod convert;
 pub mod create;
 mod error;
+pub mod indexed;
 pub mod json;
 pub mod media;
 pub mod oci;
+mod options;
+pub mod publish;
 mod registry;
+mod report;
+pub mod resolve;
+pub mod select;
 pub mod soci;
+#[cfg(feature = "testing")]
+pub mod testing;
 
-pub use create::{create, CreateOptions, CreateReport, Observer};
-pub use error::Error;
+pub use create::create;
+pub use error::{chain, Error, LayerError};
+pub use options::{
+    default_concurrency, Binding, CreateOptions, DEFAULT_MIN_LAYER_SIZE, DEFAULT_TAG_SUFFIX, MAX_CONCURRENCY,
+};
 pub use registry::{BlobStream, FetchedManifest, PushedManifest, Registry, SourceError, SourceErrorKind};
-pub use soci::IndexVersion;
+pub use report::{
+    CreateReport, LayerReport, LayerResult, Observer, Outcome, PlatformReport, Silent, SkipReason,
+};
+pub use soci::{IndexVersion, UnknownIndexVersion};

@@ -15,6 +15,33 @@ pub enum IndexVersion {
     V2,
 }
 
+impl std::str::FromStr for IndexVersion {
+    type Err = UnknownIndexVersion;
+
+    /// `v1` or `v2`, in any case.
+    fn from_str(text: &str) -> Result<IndexVersion, UnknownIndexVersion> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "v1" => Ok(IndexVersion::V1),
+            "v2" => Ok(IndexVersion::V2),
+            _ => Err(UnknownIndexVersion(text.to_owned())),
+        }
+    }
+}
+
+impl std::fmt::Display for IndexVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IndexVersion::V1 => "v1",
+            IndexVersion::V2 => "v2",
+        })
+    }
+}
+
+/// A SOCI index version that is neither `v1` nor `v2`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("expected v2 or v1, got {0:?}")]
+pub struct UnknownIndexVersion(pub String);
+
 impl IndexVersion {
     /// The config media type that tells the version.
     pub fn config_media_type(self) -> &'static str {

@@ -1,156 +1,31 @@
 //! The create pipeline against an in-memory registry: what is pushed, in which order, and what is not.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use bytes::Bytes;
-use index::create::{LayerResult, Outcome};
 use index::media;
 use index::oci::{Descriptor, Index, Manifest};
-use index::{
-    BlobStream, CreateOptions, FetchedManifest, IndexVersion, PushedManifest, Registry, SourceError,
-    SourceErrorKind,
-};
+use index::testing::MemoryRegistry;
+use index::{CreateOptions, IndexVersion};
+use index::{LayerResult, Outcome};
 use testkit::image::{image, Style, TestImage, TestLayer};
 use testkit::LayerConfig;
 
-/// A registry in memory that records every push, optionally with a referrers API.
-#[derive(Default)]
-struct MemoryRegistry {
-    blobs: Mutex<HashMap<String, Bytes>>,
-    manifests: Mutex<HashMap<String, (String, Bytes)>>,
-    tags: Mutex<HashMap<String, String>>,
-    pushes: Mutex<Vec<String>>,
-    referrers_api: bool,
-    /// Blob digests whose stream fails halfway.
-    broken_blobs: Mutex<Vec<String>>,
+/// The in-memory registry holding `image` under `tag`.
+fn loaded(image: &TestImage, tag: &str) -> MemoryRegistry {
+    let registry = MemoryRegistry::new();
+    load(&registry, image, tag);
+    registry
 }
 
-fn err(kind: SourceErrorKind, message: &str) -> SourceError {
-    SourceError::new(kind, false, message.to_string())
-}
-
-impl MemoryRegistry {
-    fn with_image(image: &TestImage, tag: &str) -> MemoryRegistry {
-        let registry = MemoryRegistry::default();
-        registry.load(image, tag);
-        registry
+fn load(registry: &MemoryRegistry, image: &TestImage, tag: &str) {
+    for (digest, _, bytes) in &image.blobs {
+        registry.insert_blob(digest, bytes.clone());
     }
-
-    fn load(&self, image: &TestImage, tag: &str) {
-        for (digest, _, bytes) in &image.blobs {
-            self.blobs.lock().unwrap().insert(digest.clone(), Bytes::from(bytes.clone()));
-        }
-        for (digest, media_type, bytes) in image.manifests.iter().chain([&image.root]) {
-            self.manifests
-                .lock()
-                .unwrap()
-                .insert(digest.clone(), (media_type.clone(), Bytes::from(bytes.clone())));
-        }
-        self.tags.lock().unwrap().insert(tag.into(), image.root.0.clone());
+    for (_, media_type, bytes) in &image.manifests {
+        registry.insert_manifest(None, media_type, bytes.clone());
     }
-
-    fn pushes(&self) -> Vec<String> {
-        self.pushes.lock().unwrap().clone()
-    }
-
-    fn manifest(&self, reference: &str) -> Option<(String, Bytes)> {
-        let digest =
-            self.tags.lock().unwrap().get(reference).cloned().unwrap_or_else(|| reference.to_string());
-        self.manifests.lock().unwrap().get(&digest).cloned()
-    }
-}
-
-impl Registry for MemoryRegistry {
-    async fn get_manifest(&self, reference: &str) -> Result<Option<FetchedManifest>, SourceError> {
-        Ok(self.manifest(reference).map(|(media_type, bytes)| FetchedManifest {
-            media_type,
-            digest: ztoc::sha256_digest(&bytes),
-            bytes,
-        }))
-    }
-
-    async fn get_blob(&self, descriptor: &Descriptor) -> Result<BlobStream, SourceError> {
-        let bytes = self.blobs.lock().unwrap().get(&descriptor.digest).cloned();
-        let bytes = bytes.ok_or_else(|| err(SourceErrorKind::NotFound, "blob unknown"))?;
-        let broken = self.broken_blobs.lock().unwrap().contains(&descriptor.digest);
-        let half = bytes.len() / 2;
-        let chunks: Vec<Result<Bytes, SourceError>> = if broken {
-            vec![Ok(bytes.slice(..half)), Err(err(SourceErrorKind::Corrupt, "digest mismatch"))]
-        } else {
-            bytes.chunks(7919).map(|c| Ok(Bytes::copy_from_slice(c))).collect()
-        };
-        Ok(Box::pin(futures_util::stream::iter(chunks)))
-    }
-
-    async fn get_blob_bytes(&self, descriptor: &Descriptor) -> Result<Bytes, SourceError> {
-        self.blobs
-            .lock()
-            .unwrap()
-            .get(&descriptor.digest)
-            .cloned()
-            .ok_or_else(|| err(SourceErrorKind::NotFound, "no blob"))
-    }
-
-    async fn push_blob(&self, digest: &str, bytes: Bytes) -> Result<(), SourceError> {
-        assert_eq!(ztoc::sha256_digest(&bytes), digest, "pushed blob matches its digest");
-        self.pushes.lock().unwrap().push(format!("blob {digest}"));
-        self.blobs.lock().unwrap().insert(digest.into(), bytes);
-        Ok(())
-    }
-
-    async fn push_manifest(
-        &self,
-        reference: &str,
-        media_type: &str,
-        bytes: Bytes,
-    ) -> Result<PushedManifest, SourceError> {
-        let digest = ztoc::sha256_digest(&bytes);
-        if reference.starts_with("sha256:") {
-            assert_eq!(reference, digest, "pushed by its own digest");
-            self.pushes.lock().unwrap().push(format!("manifest {digest}"));
-        } else {
-            self.pushes.lock().unwrap().push(format!("tag {reference}"));
-            self.tags.lock().unwrap().insert(reference.into(), digest.clone());
-        }
-        let subject =
-            serde_json::from_slice::<Manifest>(&bytes).ok().and_then(|m| m.subject).map(|s| s.digest);
-        self.manifests.lock().unwrap().insert(digest.clone(), (media_type.into(), bytes));
-        Ok(PushedManifest { digest, oci_subject: if self.referrers_api { subject } else { None } })
-    }
-
-    async fn referrers(
-        &self,
-        digest: &str,
-        artifact_type: &str,
-    ) -> Result<Option<Vec<Descriptor>>, SourceError> {
-        if !self.referrers_api {
-            return Ok(None);
-        }
-        let manifests = self.manifests.lock().unwrap();
-        Ok(Some(
-            manifests
-                .iter()
-                .filter_map(|(d, (_, bytes))| {
-                    let m: Manifest = serde_json::from_slice(bytes).ok()?;
-                    (m.subject?.digest == digest && m.config.media_type == artifact_type).then(|| {
-                        Descriptor {
-                            media_type: media::OCI_MANIFEST.into(),
-                            digest: d.clone(),
-                            size: bytes.len() as i64,
-                            artifact_type: artifact_type.into(),
-                            ..Descriptor::default()
-                        }
-                    })
-                })
-                .collect(),
-        ))
-    }
-
-    async fn delete_manifest(&self, digest: &str) -> Result<bool, SourceError> {
-        self.manifests.lock().unwrap().remove(digest);
-        Ok(true)
-    }
+    let (_, media_type, bytes) = &image.root;
+    registry.insert_manifest(Some(tag), media_type, bytes.clone());
 }
 
 fn small() -> LayerConfig {
@@ -187,14 +62,13 @@ async fn run(
     registry: &Arc<MemoryRegistry>,
     version: IndexVersion,
 ) -> Result<index::CreateReport, index::Error> {
-    index::create(registry.clone(), "app", Some("app"), &options(version), Arc::new(index::create::Silent))
-        .await
+    index::create(registry.clone(), "app", Some("app"), &options(version), Arc::new(index::Silent)).await
 }
 
 #[tokio::test]
 async fn v2_pushes_blobs_then_manifests_then_the_tag_and_binds_every_platform() {
     let image = two_platform_image(Style::Docker);
-    let registry = Arc::new(MemoryRegistry::with_image(&image, "app"));
+    let registry = Arc::new(loaded(&image, "app"));
     let report = run(&registry, IndexVersion::V2).await.unwrap();
     assert_eq!(report.outcome, Outcome::Created);
     assert_eq!(report.pushed_tag.as_deref(), Some("app-soci"));
@@ -210,10 +84,9 @@ async fn v2_pushes_blobs_then_manifests_then_the_tag_and_binds_every_platform() 
     // Layers: the shared one built once, the tiny one left out for its size.
     let indexed = report.layers.iter().filter(|l| matches!(l.result, LayerResult::Indexed { .. })).count();
     assert_eq!(indexed, 3);
-    assert!(report
-        .layers
-        .iter()
-        .any(|l| matches!(&l.result, LayerResult::Skipped { reason } if reason.contains("minimum"))));
+    assert!(report.layers.iter().any(
+        |l| matches!(&l.result, LayerResult::Skipped { reason } if reason.to_string().contains("minimum"))
+    ));
 
     // The new index: image manifests annotated with their SOCI index, SOCI descriptors last.
     let (_, bytes) = registry.manifest("app-soci").unwrap();
@@ -241,7 +114,7 @@ async fn v2_pushes_blobs_then_manifests_then_the_tag_and_binds_every_platform() 
         assert_eq!(soci.config.media_type, media::SOCI_INDEX_V2);
         assert!(soci.subject.is_none());
         for ztoc_desc in soci.layers() {
-            let blob = registry.blobs.lock().unwrap()[&ztoc_desc.digest].clone();
+            let blob = registry.blob(&ztoc_desc.digest).unwrap();
             let decoded = ztoc::codec::decode(&blob).unwrap();
             assert_eq!(decoded.compression_info.zinfo.span_size(), 16 * 1024);
         }
@@ -250,15 +123,15 @@ async fn v2_pushes_blobs_then_manifests_then_the_tag_and_binds_every_platform() 
     assert_eq!(entries[2].annotation(media::ANNOTATION_REFERENCE_TYPE), Some("attestation-manifest"));
     assert_eq!(entries[2].annotation(media::ANNOTATION_REFERENCE_DIGEST), Some(entries[0].digest.as_str()));
     // The original tag did not move.
-    assert_eq!(registry.tags.lock().unwrap()["app"], image.root.0);
+    assert_eq!(ztoc::sha256_digest(&registry.manifest("app").unwrap().1), image.root.0);
 }
 
 #[tokio::test]
 async fn same_input_same_digests_and_a_second_run_is_already_indexed() {
     let image = two_platform_image(Style::Oci);
-    let first = Arc::new(MemoryRegistry::with_image(&image, "app"));
+    let first = Arc::new(loaded(&image, "app"));
     let a = run(&first, IndexVersion::V2).await.unwrap();
-    let second = Arc::new(MemoryRegistry::with_image(&image, "app"));
+    let second = Arc::new(loaded(&image, "app"));
     let b = run(&second, IndexVersion::V2).await.unwrap();
     assert_eq!(a.image_index_digest, b.image_index_digest);
 
@@ -273,7 +146,7 @@ async fn same_input_same_digests_and_a_second_run_is_already_indexed() {
         "app-soci",
         Some("app-soci"),
         &CreateOptions { force: true, ..options(IndexVersion::V2) },
-        Arc::new(index::create::Silent),
+        Arc::new(index::Silent),
     )
     .await
     .unwrap_err();
@@ -284,7 +157,7 @@ async fn same_input_same_digests_and_a_second_run_is_already_indexed() {
         &soci_manifest,
         Some("x"),
         &options(IndexVersion::V2),
-        Arc::new(index::create::Silent),
+        Arc::new(index::Silent),
     )
     .await
     .unwrap_err();
@@ -295,7 +168,7 @@ async fn same_input_same_digests_and_a_second_run_is_already_indexed() {
         "app",
         Some("app"),
         &CreateOptions { force: true, ..options(IndexVersion::V2) },
-        Arc::new(index::create::Silent),
+        Arc::new(index::Silent),
     )
     .await
     .unwrap();
@@ -306,7 +179,7 @@ async fn same_input_same_digests_and_a_second_run_is_already_indexed() {
 #[tokio::test]
 async fn v1_uses_the_referrers_fallback_tag_without_a_referrers_api() {
     let image = two_platform_image(Style::Oci);
-    let registry = Arc::new(MemoryRegistry::with_image(&image, "app"));
+    let registry = Arc::new(loaded(&image, "app"));
     let report = run(&registry, IndexVersion::V1).await.unwrap();
     assert_eq!(report.outcome, Outcome::Created);
     assert!(report.pushed_tag.is_none());
@@ -321,15 +194,15 @@ async fn v1_uses_the_referrers_fallback_tag_without_a_referrers_api() {
         let manifest: Manifest = serde_json::from_slice(&soci_bytes).unwrap();
         assert_eq!(manifest.subject.unwrap().digest, platform.manifest_digest);
     }
-    assert!(!registry.tags.lock().unwrap().contains_key("app-soci"), "v1 pushes no v2 tag");
+    assert!(registry.manifest("app-soci").is_none(), "v1 pushes no v2 tag");
     assert_eq!(run(&registry, IndexVersion::V1).await.unwrap().outcome, Outcome::AlreadyIndexed);
 }
 
 #[tokio::test]
 async fn v1_with_a_referrers_api_writes_no_fallback_tag() {
     let image = two_platform_image(Style::Oci);
-    let registry = Arc::new(MemoryRegistry { referrers_api: true, ..MemoryRegistry::default() });
-    registry.load(&image, "app");
+    let registry = Arc::new(MemoryRegistry::with_referrers_api());
+    load(&registry, &image, "app");
     run(&registry, IndexVersion::V1).await.unwrap();
     assert!(registry.pushes().iter().all(|p| !p.starts_with("tag")), "{:?}", registry.pushes());
     assert_eq!(run(&registry, IndexVersion::V1).await.unwrap().outcome, Outcome::AlreadyIndexed);
@@ -345,7 +218,7 @@ async fn a_platform_without_eligible_layers_does_not_defeat_already_indexed() {
         true,
         false,
     );
-    let registry = Arc::new(MemoryRegistry::with_image(&image, "app"));
+    let registry = Arc::new(loaded(&image, "app"));
     let report = run(&registry, IndexVersion::V2).await.unwrap();
     assert_eq!(report.outcome, Outcome::Created);
     assert!(report.platforms[1].soci_index_digest.is_none(), "arm64 has no eligible layer");
@@ -358,7 +231,7 @@ async fn a_platform_without_eligible_layers_does_not_defeat_already_indexed() {
 async fn nothing_to_index_pushes_nothing() {
     let tiny = TestLayer::gzip(9, &LayerConfig { entries: 3, max_file_size: 100, pax_percent: 0 }, 6, false);
     let image = image(Style::Oci, vec![("linux/amd64".into(), vec![tiny])], false, false);
-    let registry = Arc::new(MemoryRegistry::with_image(&image, "app"));
+    let registry = Arc::new(loaded(&image, "app"));
     let report = run(&registry, IndexVersion::V2).await.unwrap();
     assert_eq!(report.outcome, Outcome::NothingToIndex);
     assert!(registry.pushes().is_empty());
@@ -367,9 +240,9 @@ async fn nothing_to_index_pushes_nothing() {
 #[tokio::test]
 async fn a_broken_layer_stream_fails_the_run_before_any_manifest_is_pushed() {
     let image = two_platform_image(Style::Oci);
-    let registry = Arc::new(MemoryRegistry::with_image(&image, "app"));
+    let registry = Arc::new(loaded(&image, "app"));
     let victim = image.platforms[0].1[1].digest.clone();
-    registry.broken_blobs.lock().unwrap().push(victim.clone());
+    registry.break_blob(&victim);
     let err = run(&registry, IndexVersion::V2).await.unwrap_err();
     assert!(err.to_string().contains(&victim), "{err}");
     assert!(registry.pushes().iter().all(|p| p.starts_with("blob")), "{:?}", registry.pushes());
@@ -394,7 +267,7 @@ async fn a_layer_soci_cannot_index_is_left_out_and_the_rest_indexed() {
     let bad = TestLayer::from_parts(media::OCI_LAYER_GZIP, blob, &tar, Vec::new());
     let good = TestLayer::gzip(6, &small(), 6, false);
     let image = image(Style::Oci, vec![("linux/amd64".into(), vec![bad.clone(), good])], false, false);
-    let registry = Arc::new(MemoryRegistry::with_image(&image, "app"));
+    let registry = Arc::new(loaded(&image, "app"));
     let report = run(&registry, IndexVersion::V2).await.unwrap();
     assert_eq!(report.outcome, Outcome::Created);
     let bad_report = report.layers.iter().find(|l| l.digest == bad.digest).unwrap();
@@ -410,15 +283,14 @@ async fn a_layer_soci_cannot_index_is_left_out_and_the_rest_indexed() {
 #[tokio::test]
 async fn platform_selection_and_bad_references_are_named_errors() {
     let image = two_platform_image(Style::Oci);
-    let registry = Arc::new(MemoryRegistry::with_image(&image, "app"));
+    let registry = Arc::new(loaded(&image, "app"));
     let arm_only = CreateOptions {
         platforms: vec![index::oci::Platform::parse("linux/arm64").unwrap()],
         ..options(IndexVersion::V2)
     };
-    let report =
-        index::create(registry.clone(), "app", Some("app"), &arm_only, Arc::new(index::create::Silent))
-            .await
-            .unwrap();
+    let report = index::create(registry.clone(), "app", Some("app"), &arm_only, Arc::new(index::Silent))
+        .await
+        .unwrap();
     assert_eq!(report.platforms.len(), 1);
     assert_eq!(report.platforms[0].platform, "linux/arm64/v8");
 
@@ -426,7 +298,7 @@ async fn platform_selection_and_bad_references_are_named_errors() {
         platforms: vec![index::oci::Platform::parse("linux/riscv64").unwrap()],
         ..options(IndexVersion::V2)
     };
-    let err = index::create(registry.clone(), "app", Some("app"), &riscv, Arc::new(index::create::Silent))
+    let err = index::create(registry.clone(), "app", Some("app"), &riscv, Arc::new(index::Silent))
         .await
         .unwrap_err();
     assert!(matches!(err, index::Error::PlatformNotFound { .. }), "{err}");
@@ -435,9 +307,116 @@ async fn platform_selection_and_bad_references_are_named_errors() {
         "nope",
         Some("nope"),
         &options(IndexVersion::V2),
-        Arc::new(index::create::Silent),
+        Arc::new(index::Silent),
     )
     .await
     .unwrap_err();
     assert!(matches!(err, index::Error::ImageNotFound { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn v1_pushes_every_manifest_once_and_each_index_before_any_fallback_tag() {
+    let image = two_platform_image(Style::Oci);
+    let registry = Arc::new(loaded(&image, "app"));
+    run(&registry, IndexVersion::V1).await.unwrap();
+    let pushes = registry.pushes();
+    let manifests: Vec<&String> = pushes.iter().filter(|p| p.starts_with("manifest")).collect();
+    let mut distinct = manifests.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(manifests.len(), 2, "one SOCI index per platform: {pushes:?}");
+    assert_eq!(distinct.len(), manifests.len(), "no manifest pushed twice: {pushes:?}");
+    let last_manifest = pushes.iter().rposition(|p| p.starts_with("manifest")).unwrap();
+    let first_tag = pushes.iter().position(|p| p.starts_with("tag")).unwrap();
+    assert!(last_manifest < first_tag, "every SOCI index before the first fallback tag: {pushes:?}");
+}
+
+#[tokio::test]
+async fn a_panicking_layer_task_is_an_error_naming_the_layer() {
+    let image = two_platform_image(Style::Oci);
+    let registry = Arc::new(loaded(&image, "app"));
+    registry.set_mode(index::testing::Mode::PanicOnBlob);
+    let err = run(&registry, IndexVersion::V2).await.unwrap_err();
+    let index::Error::Layer { digest, source: index::LayerError::Crashed(message) } = &err else {
+        panic!("expected a crashed layer, got {err:?}");
+    };
+    assert!(image.blobs.iter().any(|(d, _, _)| d == digest), "names a layer of the image: {digest}");
+    assert!(message.contains("injected panic"), "{message}");
+    assert!(registry.pushes().is_empty(), "{:?}", registry.pushes());
+}
+
+#[tokio::test]
+async fn input_that_can_never_be_indexed_is_refused_by_name_before_any_build() {
+    let image = two_platform_image(Style::Oci);
+    let registry = Arc::new(loaded(&image, "app"));
+
+    // <tag><suffix> over 128 characters.
+    let long_tag = "t".repeat(125);
+    load(&registry, &image, &long_tag);
+    let err = index::create(
+        registry.clone(),
+        &long_tag,
+        Some(&long_tag),
+        &options(IndexVersion::V2),
+        Arc::new(index::Silent),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, index::Error::SociTagTooLong { .. }) && err.is_unindexable_input(), "{err}");
+    assert_eq!(registry.calls(), 0, "refused before any registry call");
+
+    // An index of indexes.
+    let nested = Index {
+        schema_version: 2,
+        media_type: media::OCI_INDEX.into(),
+        manifests: Some(vec![Descriptor {
+            media_type: media::OCI_INDEX.into(),
+            digest: image.root.0.clone(),
+            size: image.root.2.len() as i64,
+            ..Descriptor::default()
+        }]),
+        ..Index::default()
+    };
+    registry.insert_manifest(Some("nested"), media::OCI_INDEX, nested.to_json());
+    let err = index::create(
+        registry.clone(),
+        "nested",
+        Some("nested"),
+        &options(IndexVersion::V2),
+        Arc::new(index::Silent),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, index::Error::NestedIndex { .. }) && err.to_string().contains("nests"), "{err}");
+
+    // A manifest that lies about a layer's size.
+    let mut manifest: Manifest = serde_json::from_slice(&image.manifests[0].2).unwrap();
+    manifest.layers.as_mut().unwrap()[0].size = -5;
+    registry.insert_manifest(Some("negative"), media::OCI_MANIFEST, manifest.to_json());
+    let err = index::create(
+        registry.clone(),
+        "negative",
+        Some("negative"),
+        &options(IndexVersion::V2),
+        Arc::new(index::Silent),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, index::Error::BadSize { size: -5, .. }), "{err}");
+
+    // A config the manifest says is huge is not read.
+    let mut manifest: Manifest = serde_json::from_slice(&image.manifests[0].2).unwrap();
+    manifest.config.size = 1 << 40;
+    registry.insert_manifest(Some("big-config"), media::OCI_MANIFEST, manifest.to_json());
+    let err = index::create(
+        registry.clone(),
+        "big-config",
+        Some("big-config"),
+        &options(IndexVersion::V2),
+        Arc::new(index::Silent),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, index::Error::BadSize { what: "image config", .. }), "{err}");
+    assert!(registry.pushes().is_empty(), "{:?}", registry.pushes());
 }

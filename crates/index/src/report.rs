@@ -1,0 +1,163 @@
+//! What a run reports: per layer, per platform and overall, plus hooks to watch it happen.
+
+use std::fmt;
+
+use serde::{Serialize, Serializer};
+
+use crate::soci::IndexVersion;
+
+/// Hooks for progress display (CLI) or logs (Lambda). All methods default to doing nothing.
+pub trait Observer: Send + Sync {
+    /// A layer starts streaming.
+    fn layer_started(&self, _digest: &str, _size: u64) {}
+    /// `done` compressed bytes of the layer were processed.
+    fn layer_progress(&self, _digest: &str, _done: u64) {}
+    /// A layer is done (indexed, or left out).
+    fn layer_finished(&self, _report: &LayerReport) {}
+}
+
+/// An observer that observes nothing.
+pub struct Silent;
+impl Observer for Silent {}
+
+/// How the run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A SOCI index was built and pushed.
+    Created,
+    /// The image already has a SOCI index of the requested version; nothing was rebuilt.
+    AlreadyIndexed,
+    /// No layer is eligible; nothing was pushed.
+    NothingToIndex,
+}
+
+/// What happened to one layer.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerReport {
+    /// Layer digest.
+    pub digest: String,
+    /// Layer media type.
+    pub media_type: String,
+    /// Compressed size.
+    pub size: u64,
+    /// Indexed, or why not.
+    #[serde(flatten)]
+    pub result: LayerResult,
+}
+
+/// The result for one layer.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum LayerResult {
+    /// A zTOC was built and pushed.
+    Indexed {
+        /// zTOC digest.
+        ztoc_digest: String,
+        /// zTOC size.
+        ztoc_size: u64,
+        /// Tar entries.
+        entries: usize,
+        /// Spans.
+        spans: usize,
+        /// Milliseconds to stream and build.
+        duration_ms: u64,
+    },
+    /// Left out on purpose (size, media type).
+    Skipped {
+        /// Why.
+        #[serde(serialize_with = "display")]
+        reason: SkipReason,
+    },
+    /// Its content cannot be represented in a zTOC (e.g. a PAX global header); left out with a warning.
+    Unsupported {
+        /// Why (the zTOC builder's message).
+        reason: String,
+    },
+}
+
+/// Why a layer gets no zTOC although its content was never looked at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    /// zstd layers cannot be indexed by SOCI.
+    Zstd,
+    /// A foreign (non-distributable) layer: not ours to fetch.
+    Foreign,
+    /// A media type that is neither gzip nor tar.
+    UnknownMediaType(String),
+    /// Smaller than the minimum layer size: cheaper to pull whole.
+    TooSmall {
+        /// The layer's compressed size.
+        size: u64,
+        /// The minimum.
+        min: u64,
+    },
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SkipReason::Zstd => f.write_str("zstd layers cannot be indexed by SOCI"),
+            SkipReason::Foreign => f.write_str("foreign (non-distributable) layer"),
+            SkipReason::UnknownMediaType(media_type) => {
+                write!(f, "not a gzip or tar layer media type ({media_type})")
+            }
+            SkipReason::TooSmall { size, min } => {
+                write!(f, "smaller than the minimum layer size ({size} < {min} bytes)")
+            }
+        }
+    }
+}
+
+fn display<S: Serializer>(value: &impl fmt::Display, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+/// One platform of the image.
+#[derive(Clone, Debug, Serialize)]
+pub struct PlatformReport {
+    /// The platform as written in the image.
+    pub platform: String,
+    /// The image manifest digest.
+    pub manifest_digest: String,
+    /// v2: the digest of the re-serialized manifest in the new index.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub converted_manifest_digest: Option<String>,
+    /// The SOCI index manifest, if this platform got one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soci_index_digest: Option<String>,
+    /// Layer digests in manifest order.
+    pub layers: Vec<String>,
+}
+
+/// Everything a run did, for `--json` and for logs.
+#[derive(Clone, Debug, Serialize)]
+pub struct CreateReport {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The image reference as given (tag or digest).
+    pub reference: String,
+    /// Digest of the image manifest or index.
+    pub image_digest: String,
+    /// v1 or v2.
+    pub index_version: IndexVersion,
+    /// Platforms considered.
+    pub platforms: Vec<PlatformReport>,
+    /// Each distinct layer once.
+    pub layers: Vec<LayerReport>,
+    /// v2: the tag pushed (`<tag><suffix>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pushed_tag: Option<String>,
+    /// v2: the digest of the new image index.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_index_digest: Option<String>,
+    /// Total milliseconds.
+    pub duration_ms: u64,
+}
+
+impl CreateReport {
+    /// How many layers got a zTOC.
+    pub fn layers_indexed(&self) -> usize {
+        self.layers.iter().filter(|l| matches!(l.result, LayerResult::Indexed { .. })).count()
+    }
+}

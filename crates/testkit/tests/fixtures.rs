@@ -322,10 +322,22 @@ fn manifest(config_media_type: &str, config: &(String, usize), extra: serde_json
     serde_json::to_vec(&manifest).unwrap()
 }
 
-#[tokio::test]
-async fn referrers_proxy_serves_the_referrers_api() {
+/// A registry with basic authentication behind a [`ReferrersProxy`], with an image and two referrers
+/// to it pushed through the proxy: a SOCI index (artifactType, annotations) and a signature (typed by
+/// its config media type).
+struct ReferrersWorld {
+    registry: LocalRegistry,
+    proxy: ReferrersProxy,
+    subject: String,
+    soci: Vec<u8>,
+    soci_digest: String,
+}
+
+const REFERRERS_AUTH: Auth<'static> = Some(("u", "p"));
+
+async fn referrers_world() -> ReferrersWorld {
     let registry = LocalRegistry::start_with_basic_auth("u", "p").await.unwrap();
-    let auth = Some(("u", "p"));
+    let auth = REFERRERS_AUTH;
     let proxy = ReferrersProxy::start(registry.addr()).await.unwrap();
     let host = proxy.host();
 
@@ -362,7 +374,13 @@ async fn referrers_proxy_serves_the_referrers_api() {
     let response = put_manifest(&host, auth, "img", &sha256(&sig), &sig).await;
     assert_eq!(response.status(), 201);
     assert_eq!(proxy.referrers().len(), 2);
+    ReferrersWorld { registry, proxy, subject, soci, soci_digest }
+}
 
+#[tokio::test]
+async fn referrers_proxy_serves_the_referrers_api() {
+    let ReferrersWorld { registry: _registry, proxy, subject, soci, soci_digest } = referrers_world().await;
+    let (host, auth) = (proxy.host(), REFERRERS_AUTH);
     let referrers = format!("http://{host}/v2/img/referrers/{subject}");
     // Credentials are checked like the registry does.
     let response = client().get(&referrers).send().await.unwrap();
@@ -415,7 +433,13 @@ async fn referrers_proxy_serves_the_referrers_api() {
     let index: serde_json::Value =
         with_auth(client().get(&other), auth).send().await.unwrap().json().await.unwrap();
     assert_eq!(index["manifests"], serde_json::json!([]));
+}
 
+#[tokio::test]
+async fn referrers_proxy_forgets_a_referrer_deleted_through_it() {
+    let ReferrersWorld { registry, proxy, subject, soci, soci_digest } = referrers_world().await;
+    let (host, auth) = (proxy.host(), REFERRERS_AUTH);
+    let referrers = format!("http://{host}/v2/img/referrers/{subject}");
     // The manifests really are in the registry, and deleting one through the proxy forgets it.
     let stored = format!("http://{}/v2/img/manifests/{soci_digest}", registry.host());
     let response = with_auth(client().get(&stored), auth)

@@ -3,41 +3,37 @@
 //! Each [`LocalRegistry`] is its own process with its own storage in a temporary directory; dropping
 //! it kills the process and removes the directory.
 
-use std::fs::File;
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::process::{probe, read_log};
+use crate::process::{Process, Spec};
 
 /// Where Debian installs distribution's registry binary.
 pub const REGISTRY_BINARY: &str = "/usr/bin/docker-registry";
 
+/// What to do when it is missing.
+const INSTALL_HINT: &str =
+    "docker-registry not installed: run `apt-get install docker-registry` (.ci/run does this)";
+
 /// How long [`LocalRegistry::start`] waits for `GET /v2/` to answer.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How many fresh ports to try when the one picked was taken in the meantime.
-const PORT_ATTEMPTS: usize = 5;
-
 /// A running `docker-registry serve` on `127.0.0.1:<free port>`, killed on drop.
 pub struct LocalRegistry {
-    child: Child,
-    addr: SocketAddr,
+    // The process owns the temporary directory with the storage, and is gone before it is removed.
+    process: Process,
     basic_auth: Option<(String, String)>,
-    log_path: PathBuf,
-    // Declared last so the process is gone before its storage is removed.
-    dir: tempfile::TempDir,
 }
 
 impl std::fmt::Debug for LocalRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalRegistry")
-            .field("addr", &self.addr)
-            .field("pid", &self.child.id())
+            .field("addr", &self.process.addr())
+            .field("pid", &self.process.pid())
             .field("basic_auth", &self.basic_auth.as_ref().map(|(user, _)| user))
-            .field("dir", &self.dir.path())
+            .field("dir", &self.process.dir())
             .finish()
     }
 }
@@ -56,12 +52,6 @@ impl LocalRegistry {
     }
 
     async fn start_inner(binary: &Path, basic_auth: Option<(String, String)>) -> io::Result<LocalRegistry> {
-        if !binary.exists() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "docker-registry not installed: run `apt-get install docker-registry` (.ci/run does this)",
-            ));
-        }
         let dir = tempfile::Builder::new().prefix("testkit-registry-").tempdir()?;
         let storage = dir.path().join("storage");
         std::fs::create_dir(&storage)?;
@@ -76,57 +66,47 @@ impl LocalRegistry {
                 Some(path)
             }
         };
-        let log_path = dir.path().join("registry.log");
         let config_path = dir.path().join("config.yml");
-
-        let mut last_error = None;
-        for _ in 0..PORT_ATTEMPTS {
-            let addr = free_port()?;
+        let spec = Spec {
+            name: "docker-registry",
+            binary,
+            install_hint: INSTALL_HINT,
+            broken_install: &[],
+            log_file: "registry.log",
+            ready_path: "/v2/",
+            // With authentication, the challenge is the sign of life.
+            ready_status: if basic_auth.is_some() { 401 } else { 200 },
+            ready_timeout: READY_TIMEOUT,
+            poll_interval: Duration::from_millis(20),
+        };
+        let process = Process::launch(&spec, dir, |command, addr| {
             std::fs::write(&config_path, config_yaml(addr, &storage, htpasswd.as_deref()))?;
-            let log = File::create(&log_path)?;
-            let mut command = Command::new(binary);
-            command
-                .arg("serve")
-                .arg(&config_path)
-                .current_dir(dir.path())
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log);
+            command.arg("serve").arg(&config_path);
             // Settings in the environment would override the generated config.
             for (key, _) in std::env::vars_os() {
                 if key.to_string_lossy().starts_with("REGISTRY_") {
                     command.env_remove(key);
                 }
             }
-            let mut child = command.spawn()?;
-            match wait_ready(&mut child, addr, basic_auth.is_some(), &log_path).await {
-                Ok(()) => return Ok(LocalRegistry { child, addr, basic_auth, log_path, dir }),
-                Err(error) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    if !read_log(&log_path).contains("address already in use") {
-                        return Err(error);
-                    }
-                    last_error = Some(error);
-                }
-            }
-        }
-        Err(last_error.unwrap_or_else(|| io::Error::other("docker-registry did not start")))
+            Ok(())
+        })
+        .await?;
+        Ok(LocalRegistry { process, basic_auth })
     }
 
     /// `127.0.0.1:PORT`, the registry host as it appears in image references.
     pub fn host(&self) -> String {
-        self.addr.to_string()
+        self.addr().to_string()
     }
 
     /// The address the registry listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.process.addr()
     }
 
     /// `http://127.0.0.1:PORT`, the base URL of the registry API.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.addr())
     }
 
     /// The user and password the registry requires, if it was started with basic authentication.
@@ -136,59 +116,13 @@ impl LocalRegistry {
 
     /// The registry's root storage directory (inside the temporary directory).
     pub fn storage_dir(&self) -> PathBuf {
-        self.dir.path().join("storage")
+        self.process.dir().join("storage")
     }
 
     /// Everything the registry has logged so far (stdout and stderr), for debugging failed tests.
     pub fn logs(&self) -> String {
-        read_log(&self.log_path)
+        self.process.logs()
     }
-}
-
-impl Drop for LocalRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Polls `GET /v2/` until it answers 200 (or 401 with authentication), the child exits, or time runs
-/// out.
-async fn wait_ready(child: &mut Child, addr: SocketAddr, auth: bool, log_path: &Path) -> io::Result<()> {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    let expected = if auth { 401 } else { 200 };
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Err(io::Error::other(format!(
-                "docker-registry exited with {status} before answering on {addr}; its log:\n{}",
-                read_log(log_path)
-            )));
-        }
-        match probe(addr, "/v2/").await {
-            Ok(status) if status == expected => return Ok(()),
-            Ok(status) if Instant::now() >= deadline => {
-                return Err(io::Error::other(format!(
-                    "docker-registry on {addr} answered GET /v2/ with {status}, expected {expected}; its log:\n{}",
-                    read_log(log_path)
-                )))
-            }
-            Err(error) if Instant::now() >= deadline => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "docker-registry on {addr} did not answer within {READY_TIMEOUT:?} ({error}); its log:\n{}",
-                        read_log(log_path)
-                    ),
-                ))
-            }
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-}
-
-/// A port that was free a moment ago (bound to 127.0.0.1:0, then released).
-fn free_port() -> io::Result<SocketAddr> {
-    TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
 
 fn config_yaml(addr: SocketAddr, storage: &Path, htpasswd: Option<&Path>) -> String {

@@ -1,5 +1,6 @@
-//! Tests of the registry launcher and the HTTP proxies, against a real `docker-registry`.
+//! Tests of the registry and moto launchers and the HTTP proxies, against a real `docker-registry`.
 
+use testkit::moto::MotoServer;
 use testkit::registry::LocalRegistry;
 
 fn client() -> reqwest::Client {
@@ -25,6 +26,28 @@ async fn registry_starts_with_basic_auth() {
     assert_eq!(response.status(), 200, "{}", registry.logs());
     let response = client().get(&url).basic_auth("alice", Some("wrong")).send().await.unwrap();
     assert_eq!(response.status(), 401);
+}
+
+#[tokio::test]
+async fn registry_stops_and_removes_its_storage_when_dropped() {
+    let registry = LocalRegistry::start().await.unwrap();
+    let (addr, storage) = (registry.addr(), registry.storage_dir());
+    assert!(storage.is_dir());
+    drop(registry);
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    assert!(!storage.exists());
+}
+
+#[tokio::test]
+async fn moto_server_answers_and_stops_when_dropped() {
+    let moto = MotoServer::start().await.unwrap();
+    assert_eq!(moto.url(), format!("http://{}", moto.addr()));
+    let response = client().get(moto.url()).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{}", moto.logs());
+    assert!(moto.logs().contains("GET / "), "{}", moto.logs());
+    let addr = moto.addr();
+    drop(moto);
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -149,18 +149,14 @@ pub fn generate_layer(seed: u64, config: &LayerConfig) -> GeneratedLayer {
             header.set_size(0);
             builder.append_data(&mut header, &dir, std::io::empty()).expect("append dir");
             dirs.push(dir);
-        } else if kind < 18 && !files.is_empty() {
-            header.set_entry_type(tar::EntryType::Symlink);
-            header.set_mode(0o777);
-            header.set_size(0);
-            let target = files[rng.below(files.len() as u64) as usize].0.clone();
-            builder.append_link(&mut header, &path, &target).expect("append symlink");
         } else if kind < 22 && !files.is_empty() {
-            header.set_entry_type(tar::EntryType::Link);
-            header.set_mode(0o644);
+            let (entry_type, mode) =
+                if kind < 18 { (tar::EntryType::Symlink, 0o777) } else { (tar::EntryType::Link, 0o644) };
+            header.set_entry_type(entry_type);
+            header.set_mode(mode);
             header.set_size(0);
             let target = files[rng.below(files.len() as u64) as usize].0.clone();
-            builder.append_link(&mut header, &path, &target).expect("append hard link");
+            builder.append_link(&mut header, &path, &target).expect("append link");
         } else {
             let size = match rng.below(10) {
                 0 => 0,

@@ -1,16 +1,14 @@
 //! `soci-indexer create`: make an image in any OCI registry lazy-loadable.
 
-use std::collections::HashMap;
-use std::io::{IsTerminal, Read};
-use std::sync::{Arc, Mutex};
+use std::io::IsTerminal;
+use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
-use index::create::{LayerReport, LayerResult, Observer, Outcome};
+use anyhow::{Context, Result};
 use index::oci::Platform;
-use index::{CreateOptions, IndexVersion};
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use index::{CreateOptions, CreateReport, IndexVersion, Observer, Outcome};
 
-use registry::index_adapter::RepositoryClient;
+use crate::connect::{self, RegistryArgs};
+use crate::observe::{self, Bars, Lines};
 
 /// Arguments of `create`.
 #[derive(Debug, clap::Args)]
@@ -18,215 +16,132 @@ pub struct Args {
     /// The image, e.g. `registry.example.com/team/app:1.2` or `localhost:5000/app@sha256:...`.
     #[arg(value_name = "REF")]
     reference: String,
-    /// Talk plain HTTP to the registry (for a local registry); TLS is used otherwise.
-    #[arg(long)]
-    plain_http: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
     /// v2 (default): an image index tagged `<tag><suffix>` whose manifests carry the index (what Fargate
     /// reads by default). v1: an index manifest with `subject`, found through the referrers API.
-    #[arg(long, value_name = "VERSION", default_value = "v2", value_parser = ["v2", "v1"])]
-    index_version: String,
-    /// Layers smaller than this (compressed) are left out: they are cheap to pull whole.
-    #[arg(long, value_name = "BYTES", default_value_t = index::create::DEFAULT_MIN_LAYER_SIZE)]
+    #[arg(long, value_name = "VERSION", default_value = "v2", value_parser = app::settings::parse_index_version)]
+    index_version: IndexVersion,
+    /// Layers smaller than this (compressed; e.g. 10485760 or 10MiB) are left out: they are cheap to
+    /// pull whole.
+    #[arg(long, value_name = "BYTES", default_value_t = index::DEFAULT_MIN_LAYER_SIZE, value_parser = app::settings::parse_min_layer_size)]
     min_layer_size: u64,
     /// Uncompressed bytes between zTOC checkpoints.
-    #[arg(long, value_name = "BYTES", default_value_t = ztoc::DEFAULT_SPAN_SIZE, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "BYTES", default_value_t = ztoc::DEFAULT_SPAN_SIZE, value_parser = app::settings::parse_span_size)]
     span_size: u64,
     /// Index only this platform (`os/arch[/variant]`); repeat for several. Default: every platform.
-    #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]")]
-    platforms: Vec<String>,
+    #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
+    platforms: Vec<Platform>,
     /// v2: the SOCI index is pushed as `<tag><suffix>`; the original tag is never moved.
-    #[arg(long, value_name = "S", default_value = index::create::DEFAULT_TAG_SUFFIX)]
+    #[arg(long, value_name = "S", default_value = index::DEFAULT_TAG_SUFFIX, value_parser = app::settings::parse_tag_suffix)]
     tag_suffix: String,
     /// Identifier written into zTOCs and indexes.
-    #[arg(long, value_name = "S", default_value = crate::DEFAULT_BUILD_TOOL)]
+    #[arg(long, value_name = "S", default_value = app::DEFAULT_BUILD_TOOL)]
     build_tool_identifier: String,
-    /// Layers streamed and indexed at once (default: one per core).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..256))]
-    concurrency: Option<u64>,
+    /// Layers streamed and indexed at once, 1 to 256 (default: one per core).
+    #[arg(long, value_name = "N", value_parser = app::settings::parse_concurrency)]
+    concurrency: Option<usize>,
     /// Rebuild even if the image already has a SOCI index.
     #[arg(long)]
     force: bool,
-    /// User name for the registry (with --password-stdin).
-    #[arg(long, value_name = "U", requires = "password_stdin")]
-    username: Option<String>,
-    /// Read the registry password from stdin.
-    #[arg(long, requires = "username")]
-    password_stdin: bool,
-    /// Print one JSON summary object on stdout.
+    /// Print one JSON object on stdout: the summary, or `{"error": ...}` on failure.
     #[arg(long)]
     json: bool,
 }
 
-/// Progress bars on a terminal: one per layer being indexed, bytes done.
-struct Bars {
-    multi: MultiProgress,
-    bars: Mutex<HashMap<String, ProgressBar>>,
-}
-
-impl Bars {
-    fn short(digest: &str) -> &str {
-        digest.strip_prefix("sha256:").map_or(digest, |hex| &hex[..12.min(hex.len())])
-    }
-}
-
-impl Observer for Bars {
-    fn layer_started(&self, digest: &str, size: u64) {
-        let bar = self.multi.add(ProgressBar::new(size));
-        bar.set_style(
-            ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        bar.set_prefix(Self::short(digest).to_string());
-        self.bars.lock().expect("bars lock").insert(digest.to_string(), bar);
-    }
-
-    fn layer_progress(&self, digest: &str, done: u64) {
-        if let Some(bar) = self.bars.lock().expect("bars lock").get(digest) {
-            bar.set_position(done);
-        }
-    }
-
-    fn layer_finished(&self, report: &LayerReport) {
-        let message = match &report.result {
-            LayerResult::Indexed { spans, entries, .. } => {
-                format!("indexed: {entries} entries, {spans} spans")
-            }
-            LayerResult::Skipped { reason } => format!("skipped: {reason}"),
-            LayerResult::Unsupported { reason } => format!("left out: {reason}"),
-        };
-        match self.bars.lock().expect("bars lock").remove(&report.digest) {
-            Some(bar) => bar.finish_with_message(message),
-            None => {
-                let _ = self.multi.println(format!("{} {message}", Self::short(&report.digest)));
-            }
-        }
-    }
-}
-
-/// Plain lines on stderr when not on a terminal (CI logs): one per finished layer.
-struct Lines;
-
-impl Observer for Lines {
-    fn layer_finished(&self, report: &LayerReport) {
-        match &report.result {
-            LayerResult::Unsupported { reason } => {
-                eprintln!("warning: layer {} left out of the SOCI index: {reason}", report.digest)
-            }
-            LayerResult::Indexed { ztoc_digest, .. } => {
-                eprintln!("layer {} indexed: zTOC {ztoc_digest}", report.digest)
-            }
-            LayerResult::Skipped { .. } => {}
-        }
-    }
+fn parse_platform(spec: &str) -> Result<Platform, String> {
+    Platform::parse(spec)
+        .ok_or_else(|| format!("expected OS/ARCH or OS/ARCH/VARIANT, e.g. linux/arm64, got {spec:?}"))
 }
 
 /// Runs `create`.
 pub fn run(args: Args) -> Result<()> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    runtime.block_on(run_async(args))
+    let result = runtime.block_on(run_async(&args));
+    if args.json {
+        if let Err(e) = &result {
+            // Scripts read stdout: a failure is a JSON object there too.
+            let error = serde_json::json!({ "reference": args.reference, "error": format!("{e:#}") });
+            println!("{}", serde_json::to_string_pretty(&error)?);
+        }
+    }
+    result
 }
 
-async fn run_async(mut args: Args) -> Result<()> {
-    // `http://host/repo:tag` means the same as `host/repo:tag --plain-http`.
-    if let Some(rest) = args.reference.strip_prefix("http://") {
-        args.reference = rest.to_string();
-        args.plain_http = true;
-    } else if let Some(rest) = args.reference.strip_prefix("https://") {
-        args.reference = rest.to_string();
-    }
-    let reference = registry::Reference::parse(&args.reference).with_context(|| {
-        format!(
-            "{:?} is not an image reference (expected [REGISTRY/]REPOSITORY[:TAG][@DIGEST])",
-            args.reference
-        )
-    })?;
-    let credentials = if args.password_stdin {
-        let mut password = String::new();
-        std::io::stdin().read_to_string(&mut password).context("reading the password from stdin")?;
-        let password = password.trim_end_matches(['\n', '\r']).to_string();
-        if password.is_empty() {
-            bail!("--password-stdin: stdin was empty");
-        }
-        Some(registry::Credentials::new(args.username.clone().unwrap_or_default(), password))
-    } else {
-        None
-    };
-    let source: Arc<dyn registry::CredentialSource> = match credentials {
-        Some(credentials) => Arc::new(registry::StaticCredentials(credentials)),
-        None => Arc::new(registry::Anonymous),
-    };
-    let config = registry::ClientConfig {
-        plain_http: args.plain_http,
-        user_agent: crate::DEFAULT_BUILD_TOOL.to_string(),
-        ..registry::ClientConfig::default()
-    };
-    let client = RepositoryClient::new(registry::Client::new(config, source)?, reference.to_repository());
-    let mut platforms = Vec::new();
-    for spec in &args.platforms {
-        platforms.push(Platform::parse(spec).with_context(|| {
-            format!("--platform {spec:?}: expected OS/ARCH or OS/ARCH/VARIANT, e.g. linux/arm64")
-        })?);
-    }
+async fn run_async(args: &Args) -> Result<()> {
+    let connected = args.registry.connect(&args.reference)?;
+    let reference = &connected.reference;
     let options = CreateOptions {
-        index_version: if args.index_version == "v1" { IndexVersion::V1 } else { IndexVersion::V2 },
+        index_version: args.index_version,
         min_layer_size: args.min_layer_size,
         span_size: args.span_size,
-        platforms,
-        tag_suffix: args.tag_suffix,
-        build_tool_identifier: args.build_tool_identifier,
-        concurrency: args
-            .concurrency
-            .map(|n| n as usize)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
+        platforms: args.platforms.clone(),
+        tag_suffix: args.tag_suffix.clone(),
+        build_tool_identifier: args.build_tool_identifier.clone(),
+        concurrency: args.concurrency.unwrap_or_else(index::default_concurrency),
         force: args.force,
     };
     let observer: Arc<dyn Observer> = if std::io::stderr().is_terminal() && !args.json {
-        Arc::new(Bars { multi: MultiProgress::new(), bars: Mutex::new(HashMap::new()) })
+        Arc::new(Bars::default())
     } else {
         Arc::new(Lines)
     };
-    let report =
-        index::create(Arc::new(client), reference.manifest_reference(), reference.tag(), &options, observer)
-            .await
-            .with_context(|| format!("cannot index {}", args.reference))?;
-
+    let result = index::create(
+        Arc::new(connected.registry),
+        reference.manifest_reference(),
+        reference.tag(),
+        &options,
+        observer,
+    )
+    .await;
+    let mut report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            let hint = connect::hint(&e).map(|hint| format!(" ({hint})")).unwrap_or_default();
+            return Err(anyhow::Error::new(e).context(format!("cannot index {}{hint}", args.reference)));
+        }
+    };
+    report.reference = reference.to_string();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
+    } else {
+        print_summary(&report, reference, &options);
     }
+    Ok(())
+}
+
+/// The human summary on stderr: what happened to the image and to every layer, then what to deploy.
+fn print_summary(report: &CreateReport, reference: &registry::Reference, options: &CreateOptions) {
     let repo = format!("{}/{}", reference.registry(), reference.repository());
     match report.outcome {
         Outcome::Created => {
-            let indexed =
-                report.layers.iter().filter(|l| matches!(l.result, LayerResult::Indexed { .. })).count();
             eprintln!(
-                "created a SOCI {:?} index for {}: {indexed} layer(s) indexed",
-                report.index_version, args.reference
+                "created a SOCI {} index for {reference}: {} layer(s) indexed",
+                report.index_version,
+                report.layers_indexed()
             );
-            if let Some(tag) = &report.pushed_tag {
-                eprintln!(
-                    "pushed {repo}:{tag} ({}): run tasks from this tag",
-                    report.image_index_digest.as_deref().unwrap_or("")
-                );
-            }
             for platform in &report.platforms {
                 if let Some(soci) = &platform.soci_index_digest {
                     eprintln!("  {}: SOCI index {soci}", platform.platform);
                 }
             }
         }
-        Outcome::AlreadyIndexed => {
-            eprintln!(
-                "{} already has a SOCI {:?} index: nothing rebuilt (use --force to rebuild)",
-                args.reference, report.index_version
-            )
-        }
-        Outcome::NothingToIndex => eprintln!(
-            "nothing to index in {}: no layer is at least {} bytes and gzip or tar; nothing pushed",
-            args.reference, options.min_layer_size
+        Outcome::AlreadyIndexed => eprintln!(
+            "{reference} already has a SOCI {} index: nothing rebuilt (use --force to rebuild)",
+            report.index_version
         ),
+        Outcome::NothingToIndex => {
+            eprintln!("nothing to index in {reference}: no layer got a zTOC; nothing pushed");
+            for layer in &report.layers {
+                eprintln!("  layer {} {}", observe::short(&layer.digest), observe::describe(layer));
+            }
+        }
     }
-    Ok(())
+    if report.outcome != Outcome::NothingToIndex && options.index_version == IndexVersion::V2 {
+        if let Some(tag) = &report.pushed_tag {
+            let digest = report.image_index_digest.as_deref().unwrap_or("");
+            eprintln!("deploy {repo}:{tag} ({digest}): run tasks from this tag");
+        }
+    }
 }

@@ -1,9 +1,11 @@
 //! `soci-indexer`: build SOCI zTOCs for container image layers, inspect them, and read files back
 //! out of a layer by random access.
 
+mod connect;
 mod create;
 mod extract;
 mod info;
+mod observe;
 mod output;
 mod progress;
 mod ztoc_cmd;
@@ -13,7 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// The identifier written into zTOCs unless `--build-tool-identifier` says otherwise.
-pub const DEFAULT_BUILD_TOOL: &str = concat!("soci-indexer v", env!("CARGO_PKG_VERSION"));
+pub use app::DEFAULT_BUILD_TOOL;
 
 /// Make container images lazy-loadable: SOCI zTOCs and indexes for AWS Fargate and soci-snapshotter.
 #[derive(Debug, Parser)]

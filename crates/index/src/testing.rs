@@ -30,9 +30,24 @@ pub enum Mode {
     PanicOnBlob,
 }
 
-/// A registry in memory, for one repository.
-#[derive(Debug, Default)]
+/// A registry in memory, for one repository. Clones share their content (a test keeps one handle
+/// while the code under test holds another).
+#[derive(Clone, Debug, Default)]
 pub struct MemoryRegistry {
+    state: std::sync::Arc<State>,
+}
+
+impl std::ops::Deref for MemoryRegistry {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+/// What a [`MemoryRegistry`] holds.
+#[derive(Debug, Default)]
+pub struct State {
     manifests: Mutex<HashMap<String, (String, Bytes)>>,
     tags: Mutex<HashMap<String, String>>,
     blobs: Mutex<HashMap<String, Bytes>>,
@@ -56,15 +71,16 @@ impl MemoryRegistry {
 
     /// An empty registry with a referrers API (it answers pushes with `OCI-Subject`).
     pub fn with_referrers_api() -> MemoryRegistry {
-        MemoryRegistry { referrers_api: true, ..MemoryRegistry::default() }
+        MemoryRegistry { state: std::sync::Arc::new(State { referrers_api: true, ..State::default() }) }
     }
 
-    /// Lets `delete_manifest` delete.
-    pub fn allow_deletes(mut self) -> MemoryRegistry {
-        self.deletes = true;
-        self
+    /// An empty registry whose `delete_manifest` deletes.
+    pub fn with_deletes() -> MemoryRegistry {
+        MemoryRegistry { state: std::sync::Arc::new(State { deletes: true, ..State::default() }) }
     }
+}
 
+impl State {
     /// Sets what every later call does.
     pub fn set_mode(&self, mode: Mode) {
         *self.mode.lock().unwrap() = mode;

@@ -26,6 +26,9 @@ pub use model::{
 };
 pub use offset::{CompressedOffset, UncompressedOffset};
 
+/// The largest span size a zTOC can hold: the format stores it as a signed 64-bit integer.
+pub const MAX_SPAN_SIZE: u64 = i64::MAX as u64;
+
 /// The OCI digest string (`sha256:<hex>`) of `bytes`.
 pub fn sha256_digest(bytes: &[u8]) -> String {
     use sha2::Digest;

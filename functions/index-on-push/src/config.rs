@@ -3,24 +3,14 @@
 
 use std::fmt;
 
+use app::settings::{self, SettingError};
+pub use app::DEFAULT_BUILD_TOOL;
 use index::{CreateOptions, IndexVersion};
 
 use crate::filter::Filters;
 
-/// The default zTOC and SOCI index build-tool identifier (the CLI's).
-pub const DEFAULT_BUILD_TOOL: &str = concat!("soci-indexer v", env!("CARGO_PKG_VERSION"));
-
-/// The most layers built at once.
-pub const MAX_CONCURRENCY: usize = 256;
-
 /// Where the images are, when not in the event's account's ECR registry (local runs and tests).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RegistryOverride {
-    /// `host[:port]`, as in image references.
-    pub host: String,
-    /// Talk `http://` (from an `http://` URL).
-    pub plain_http: bool,
-}
+pub type RegistryOverride = app::Endpoint;
 
 /// Everything the function is told through its environment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +56,14 @@ fn error(variable: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError { variable, message: message.into() }
 }
 
+/// Parses a variable's value (if set) with the rule the CLI uses for the same setting.
+fn read<T>(
+    value: Option<(&'static str, String)>,
+    parse: impl Fn(&str) -> Result<T, SettingError>,
+) -> Result<Option<T>, ConfigError> {
+    value.map(|(name, v)| parse(&v).map_err(|e| error(name, e.0))).transpose()
+}
+
 impl Config {
     /// Reads the settings from the process environment.
     pub fn from_env() -> Result<Config, ConfigError> {
@@ -81,42 +79,21 @@ impl Config {
             Some(list) => Filters::parse(&list).map_err(|e| error("SOCI_FILTERS", e.to_string()))?,
             None => Filters::default(),
         };
-        let index_version = match get("SOCI_INDEX_VERSION").map(|v| v.to_ascii_lowercase()).as_deref() {
-            None | Some("v2") => IndexVersion::V2,
-            Some("v1") => IndexVersion::V1,
-            Some(other) => {
-                return Err(error("SOCI_INDEX_VERSION", format!("expected v2 or v1, got {other:?}")))
-            }
-        };
-        let min_layer_size = match get("SOCI_MIN_LAYER_SIZE") {
-            Some(v) => bytes("SOCI_MIN_LAYER_SIZE", &v, 0)?,
-            None => index::create::DEFAULT_MIN_LAYER_SIZE,
-        };
-        let span_size = match get("SOCI_SPAN_SIZE") {
-            Some(v) => bytes("SOCI_SPAN_SIZE", &v, 1)?,
-            None => ztoc_default_span_size(),
-        };
-        let tag_suffix = get("SOCI_TAG_SUFFIX").unwrap_or_else(|| index::create::DEFAULT_TAG_SUFFIX.into());
-        check_tag_suffix(&tag_suffix)?;
-        let concurrency = match get("SOCI_CONCURRENCY") {
-            Some(v) => match v.parse::<usize>() {
-                Ok(n) if (1..=MAX_CONCURRENCY).contains(&n) => n,
-                _ => {
-                    return Err(error(
-                        "SOCI_CONCURRENCY",
-                        format!("expected a number of layers from 1 to {MAX_CONCURRENCY}, got {v:?}"),
-                    ))
-                }
-            },
-            None => std::thread::available_parallelism().map_or(1, usize::from),
-        };
+        let parsed = |name: &'static str| get(name).map(|v| (name, v));
+        let index_version =
+            read(parsed("SOCI_INDEX_VERSION"), settings::parse_index_version)?.unwrap_or(IndexVersion::V2);
+        let min_layer_size = read(parsed("SOCI_MIN_LAYER_SIZE"), settings::parse_min_layer_size)?
+            .unwrap_or(index::DEFAULT_MIN_LAYER_SIZE);
+        let span_size =
+            read(parsed("SOCI_SPAN_SIZE"), settings::parse_span_size)?.unwrap_or(ztoc::DEFAULT_SPAN_SIZE);
+        let tag_suffix = read(parsed("SOCI_TAG_SUFFIX"), settings::parse_tag_suffix)?
+            .unwrap_or_else(|| index::DEFAULT_TAG_SUFFIX.into());
+        let concurrency = read(parsed("SOCI_CONCURRENCY"), settings::parse_concurrency)?
+            .unwrap_or_else(index::default_concurrency);
         let build_tool_identifier =
             get("SOCI_BUILD_TOOL_IDENTIFIER").unwrap_or_else(|| DEFAULT_BUILD_TOOL.into());
         let log_filter = log_filter(get("LOG_LEVEL").as_deref().unwrap_or("info"))?;
-        let registry_override = match get("SOCI_REGISTRY_URL") {
-            Some(url) => Some(registry_override(&url)?),
-            None => None,
-        };
+        let registry_override = read(parsed("SOCI_REGISTRY_URL"), RegistryOverride::parse)?;
         Ok(Config {
             filters,
             index_version,
@@ -145,48 +122,6 @@ impl Config {
     }
 }
 
-fn ztoc_default_span_size() -> u64 {
-    CreateOptions::new("").span_size
-}
-
-/// A byte count: digits, optionally with a binary unit (`KiB`, `MiB`, `GiB`).
-fn bytes(variable: &'static str, value: &str, min: u64) -> Result<u64, ConfigError> {
-    let (digits, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => value.split_at(at),
-        None => (value, ""),
-    };
-    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kib" | "k" => 1 << 10,
-        "mib" | "m" => 1 << 20,
-        "gib" | "g" => 1 << 30,
-        _ => 0,
-    };
-    match digits.parse::<u64>().ok().and_then(|n| n.checked_mul(multiplier)) {
-        Some(n) if multiplier > 0 && n >= min => Ok(n),
-        _ => Err(error(
-            variable,
-            format!(
-                "expected a number of bytes{} (e.g. 10485760 or 10MiB), got {value:?}",
-                if min > 0 { format!(" of at least {min}") } else { String::new() }
-            ),
-        )),
-    }
-}
-
-/// The suffix makes a tag of its own (`<tag><suffix>`): tag characters only, not so long that no tag
-/// fits before it. (It is never empty: an empty variable means the default.)
-fn check_tag_suffix(suffix: &str) -> Result<(), ConfigError> {
-    if suffix.len() > 64 || !suffix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-    {
-        return Err(error(
-            "SOCI_TAG_SUFFIX",
-            format!("expected up to 64 characters of A-Z a-z 0-9 _ . - (e.g. -soci), got {suffix:?}"),
-        ));
-    }
-    Ok(())
-}
-
 /// `LOG_LEVEL` as `tracing` directives. A bare level applies to this function and the soci-indexer
 /// libraries; the AWS SDK and HTTP stacks stay at `warn` unless named in full directives.
 fn log_filter(value: &str) -> Result<String, ConfigError> {
@@ -202,30 +137,6 @@ fn log_filter(value: &str) -> Result<String, ConfigError> {
             format!("expected trace, debug, info, warn, error or off (or tracing directives), got {value:?}"),
         )),
     }
-}
-
-/// `SOCI_REGISTRY_URL`: `http://host:port` (plain HTTP), `https://host` or a bare `host[:port]`.
-fn registry_override(url: &str) -> Result<RegistryOverride, ConfigError> {
-    let (rest, plain_http) = if let Some(rest) = url.strip_prefix("http://") {
-        (rest, true)
-    } else if let Some(rest) = url.strip_prefix("https://") {
-        (rest, false)
-    } else if url.contains("://") {
-        return Err(error("SOCI_REGISTRY_URL", format!("expected an http:// or https:// URL, got {url:?}")));
-    } else {
-        (url, false)
-    };
-    let host = rest.strip_suffix('/').unwrap_or(rest);
-    let valid = !host.is_empty()
-        && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
-        && registry::Repository::new(host, "probe").is_ok();
-    if !valid {
-        return Err(error(
-            "SOCI_REGISTRY_URL",
-            format!("expected a registry URL without a path, e.g. http://127.0.0.1:5000, got {url:?}"),
-        ));
-    }
-    Ok(RegistryOverride { host: host.to_owned(), plain_http })
 }
 
 #[cfg(test)]

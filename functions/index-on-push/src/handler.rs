@@ -4,45 +4,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use index::create::{LayerReport, LayerResult, Observer, Outcome as CreateOutcome};
-use index::CreateReport;
-use registry::index_adapter::RepositoryClient;
-use registry::Repository;
+use app::Registries;
+use index::{CreateReport, LayerReport, LayerResult, Observer, Outcome as CreateOutcome};
 
 use crate::config::Config;
 use crate::event;
 use crate::outcome::{Outcome, Report};
 use crate::plan::{self, Plan, Target};
-
-/// Makes the registry of a repository: the HTTP client in the Lambda, fakes in tests.
-pub trait Registries: Send + Sync {
-    /// The registry type, one per repository.
-    type Registry: index::Registry;
-
-    /// The registry for `repository`. Must not do I/O (it runs after planning, before the first call).
-    fn open(&self, repository: &Repository) -> Self::Registry;
-}
-
-/// The registry client built at cold start, bound to each event's repository.
-#[derive(Clone, Debug)]
-pub struct HttpRegistries {
-    client: registry::Client,
-}
-
-impl HttpRegistries {
-    /// Wraps the client.
-    pub fn new(client: registry::Client) -> HttpRegistries {
-        HttpRegistries { client }
-    }
-}
-
-impl Registries for HttpRegistries {
-    type Registry = RepositoryClient;
-
-    fn open(&self, repository: &Repository) -> RepositoryClient {
-        RepositoryClient::new(self.client.clone(), repository.clone())
-    }
-}
 
 /// The invocation an event came with.
 #[derive(Clone, Debug)]
@@ -159,10 +127,10 @@ async fn index_image<R: Registries>(
     };
     match result {
         Ok(created) => created_report(report, created),
-        Err(e) if e.is_unindexable_input() => report.skipped(e.to_string()),
+        Err(e) if e.is_unindexable_input() => report.skipped(index::chain(&e)),
         Err(e) => {
             let retry = e.is_retryable();
-            report.failed(e.to_string(), retry)
+            report.failed(failure_reason(&e), retry)
         }
     }
 }
@@ -175,12 +143,8 @@ fn created_report(mut report: Report, created: CreateReport) -> Report {
                 report.layers_indexed += 1;
                 report.bytes += layer.size;
             }
-            LayerResult::Skipped { reason } | LayerResult::Unsupported { reason } => {
-                report.layers_skipped += 1;
-                if !left_out.contains(reason) {
-                    left_out.push(reason.clone());
-                }
-            }
+            LayerResult::Skipped { reason } => note_left_out(&mut report, &mut left_out, reason.to_string()),
+            LayerResult::Unsupported { reason } => note_left_out(&mut report, &mut left_out, reason.clone()),
         }
     }
     report.soci_indexes = created.platforms.iter().filter_map(|p| p.soci_index_digest.clone()).collect();
@@ -205,6 +169,27 @@ fn created_report(mut report: Report, created: CreateReport) -> Report {
             report.skipped(format!("nothing to index: {count} layer(s) left out ({reasons})"))
         }
     }
+}
+
+fn note_left_out(report: &mut Report, reasons: &mut Vec<String>, reason: String) {
+    report.layers_skipped += 1;
+    if !reasons.contains(&reason) {
+        reasons.push(reason);
+    }
+}
+
+/// The failure with its causes, and what the operator can do when the function's setup is the cause.
+fn failure_reason(error: &index::Error) -> String {
+    let hint = match error.registry_source().map(|s| s.kind) {
+        Some(index::SourceErrorKind::Unauthorized) => {
+            " (check the function's ecr:GetAuthorizationToken permission and the registry it is pointed at)"
+        }
+        Some(index::SourceErrorKind::Denied) => {
+            " (the function's role lacks an ECR permission on this repository: see the template's policy)"
+        }
+        _ => "",
+    };
+    format!("{}{hint}", index::chain(error))
 }
 
 /// The error Lambda gets when an event should be retried.

@@ -18,6 +18,7 @@ pub mod outcome;
 pub mod plan;
 pub mod wiring;
 
+pub use app::{HttpRegistries, Registries};
 pub use config::{Config, ConfigError};
-pub use handler::{handle, invoke, HttpRegistries, Invocation, Registries};
+pub use handler::{handle, invoke, Invocation};
 pub use outcome::{Outcome, Report};

@@ -7,7 +7,7 @@ use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 
 use crate::config::Config;
 use crate::ecr::{EcrCredentials, EcrTokenSource};
-use crate::handler::HttpRegistries;
+use app::HttpRegistries;
 
 /// The User-Agent of registry requests.
 pub const USER_AGENT: &str = concat!("soci-indexer-lambda/", env!("CARGO_PKG_VERSION"));
@@ -31,11 +31,7 @@ pub fn registries(
     sdk: &aws_config::SdkConfig,
 ) -> Result<(HttpRegistries, Arc<EcrCredentials<EcrTokenSource>>), registry::Error> {
     let credentials = Arc::new(EcrCredentials::new(EcrTokenSource::new(aws_sdk_ecr::Client::new(sdk))));
-    let client_config = registry::ClientConfig {
-        plain_http: config.registry_override.as_ref().is_some_and(|r| r.plain_http),
-        user_agent: USER_AGENT.to_owned(),
-        ..registry::ClientConfig::default()
-    };
-    let client = registry::Client::new(client_config, credentials.clone())?;
+    let plain_http = config.registry_override.as_ref().is_some_and(|r| r.plain_http);
+    let client = app::client(plain_http, USER_AGENT, credentials.clone())?;
     Ok((HttpRegistries::new(client), credentials))
 }

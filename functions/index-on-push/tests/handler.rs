@@ -2,158 +2,57 @@
 //! touches the registry), the loop guard on fetched content, failures and retries, the deadline.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use index::oci::Descriptor;
-use index::{media, BlobStream, FetchedManifest, PushedManifest, SourceError, SourceErrorKind};
+use index::media;
+use index::testing::{MemoryRegistry, Mode};
+use index::SourceErrorKind;
 use index_on_push::{handle, invoke, Config, Invocation, Outcome, Registries, Report};
 use registry::Repository;
 use serde_json::{json, Value};
 use testkit::image::{image, Style, TestImage, TestLayer};
 use testkit::LayerConfig;
 
-/// What the fake does on every call.
-#[derive(Clone, Copy, Debug)]
-enum Mode {
-    Serve,
-    Fail { kind: SourceErrorKind, retryable: bool },
-    Hang,
-}
-
-/// An in-memory registry: manifests by tag and digest, blobs by digest; counts every call.
-#[derive(Clone)]
-struct Fake {
-    manifests: Arc<Mutex<HashMap<String, FetchedManifest>>>,
-    blobs: Arc<Mutex<HashMap<String, Bytes>>>,
-    calls: Arc<AtomicUsize>,
-    mode: Mode,
-}
-
-impl Fake {
-    fn new(mode: Mode) -> Fake {
-        Fake { manifests: Arc::default(), blobs: Arc::default(), calls: Arc::default(), mode }
-    }
-
-    fn put_manifest(&self, reference: &str, media_type: &str, bytes: &[u8]) -> String {
-        let digest = registry::sha256_digest(bytes);
-        let fetched = FetchedManifest {
-            media_type: media_type.into(),
-            digest: digest.clone(),
-            bytes: Bytes::copy_from_slice(bytes),
-        };
-        let mut manifests = self.manifests.lock().unwrap();
-        manifests.insert(digest.clone(), fetched.clone());
-        manifests.insert(reference.into(), fetched);
-        digest
-    }
-
-    fn push_image(&self, image: &TestImage, tag: &str) -> String {
-        for (digest, _, bytes) in &image.blobs {
-            self.blobs.lock().unwrap().insert(digest.clone(), Bytes::from(bytes.clone()));
-        }
-        for (digest, media_type, bytes) in &image.manifests {
-            self.put_manifest(digest, media_type, bytes);
-        }
-        let (_, media_type, bytes) = &image.root;
-        self.put_manifest(tag, media_type, bytes)
-    }
-
-    fn manifest(&self, reference: &str) -> Option<FetchedManifest> {
-        self.manifests.lock().unwrap().get(reference).cloned()
-    }
-
-    async fn enter(&self) -> Result<(), SourceError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        match self.mode {
-            Mode::Serve => Ok(()),
-            Mode::Fail { kind, retryable } => {
-                Err(SourceError::new(kind, retryable, format!("injected {kind:?}")))
-            }
-            Mode::Hang => std::future::pending().await,
-        }
-    }
-}
-
-impl index::Registry for Fake {
-    async fn get_manifest(&self, reference: &str) -> Result<Option<FetchedManifest>, SourceError> {
-        self.enter().await?;
-        Ok(self.manifest(reference))
-    }
-
-    async fn get_blob(&self, descriptor: &Descriptor) -> Result<BlobStream, SourceError> {
-        let bytes = self.get_blob_bytes(descriptor).await?;
-        Ok(Box::pin(futures_util::stream::iter(vec![Ok(bytes)])))
-    }
-
-    async fn get_blob_bytes(&self, descriptor: &Descriptor) -> Result<Bytes, SourceError> {
-        self.enter().await?;
-        self.blobs
-            .lock()
-            .unwrap()
-            .get(&descriptor.digest)
-            .cloned()
-            .ok_or_else(|| SourceError::new(SourceErrorKind::NotFound, false, "no such blob"))
-    }
-
-    async fn push_blob(&self, digest: &str, bytes: Bytes) -> Result<(), SourceError> {
-        self.enter().await?;
-        self.blobs.lock().unwrap().insert(digest.into(), bytes);
-        Ok(())
-    }
-
-    async fn push_manifest(
-        &self,
-        reference: &str,
-        media_type: &str,
-        bytes: Bytes,
-    ) -> Result<PushedManifest, SourceError> {
-        self.enter().await?;
-        let digest = self.put_manifest(reference, media_type, &bytes);
-        Ok(PushedManifest { digest, oci_subject: None })
-    }
-
-    async fn referrers(
-        &self,
-        _digest: &str,
-        _artifact_type: &str,
-    ) -> Result<Option<Vec<Descriptor>>, SourceError> {
-        self.enter().await?;
-        Ok(None)
-    }
-
-    async fn delete_manifest(&self, _digest: &str) -> Result<bool, SourceError> {
-        self.enter().await?;
-        Ok(false)
-    }
-}
-
-/// Hands out the fake for every repository, remembering which were opened.
+/// Hands out one in-memory registry for every repository, remembering which were opened.
 struct FakeRegistries {
-    fake: Fake,
+    fake: MemoryRegistry,
     opened: Mutex<Vec<String>>,
 }
 
 impl FakeRegistries {
     fn new(mode: Mode) -> FakeRegistries {
-        FakeRegistries { fake: Fake::new(mode), opened: Mutex::new(Vec::new()) }
+        let fake = MemoryRegistry::new();
+        fake.set_mode(mode);
+        FakeRegistries { fake, opened: Mutex::new(Vec::new()) }
     }
 
     /// Whether anything was asked of the registry.
     fn touched(&self) -> bool {
-        !self.opened.lock().unwrap().is_empty() || self.fake.calls.load(Ordering::SeqCst) > 0
+        !self.opened.lock().unwrap().is_empty() || self.fake.calls() > 0
     }
 }
 
 impl Registries for FakeRegistries {
-    type Registry = Fake;
+    type Registry = MemoryRegistry;
 
-    fn open(&self, repository: &Repository) -> Fake {
+    fn open(&self, repository: &Repository) -> MemoryRegistry {
         self.opened.lock().unwrap().push(repository.to_string());
         self.fake.clone()
     }
+}
+
+/// Stores `image` in `fake` under `tag`; returns the image's digest.
+fn push_image(fake: &MemoryRegistry, image: &TestImage, tag: &str) -> String {
+    for (digest, _, bytes) in &image.blobs {
+        fake.insert_blob(digest, bytes.clone());
+    }
+    for (_, media_type, bytes) in &image.manifests {
+        fake.insert_manifest(None, media_type, bytes.clone());
+    }
+    let (_, media_type, bytes) = &image.root;
+    fake.insert_manifest(Some(tag), media_type, bytes.clone())
 }
 
 fn config(vars: &[(&str, &str)]) -> Config {
@@ -255,7 +154,7 @@ async fn every_skip_rule_is_decided_without_touching_the_registry() {
 #[tokio::test]
 async fn an_image_is_indexed_then_a_duplicate_event_is_skipped() {
     let registries = FakeRegistries::new(Mode::Serve);
-    let digest = registries.fake.push_image(&small_image(), "1.0");
+    let digest = push_image(&registries.fake, &small_image(), "1.0");
     let event = push(json!({"image-tag": "1.0", "image-digest": digest}));
     let config = config(&[]);
 
@@ -267,8 +166,8 @@ async fn an_image_is_indexed_then_a_duplicate_event_is_skipped() {
     assert_eq!((report.layers_indexed, report.layers_skipped), (2, 0));
     assert!(report.bytes > 0);
     assert_eq!(report.pushed_tag.as_deref(), Some("1.0-soci"));
-    let pushed = registries.fake.manifest("1.0-soci").unwrap();
-    assert_eq!(report.index_digest.as_deref(), Some(pushed.digest.as_str()));
+    let (_, pushed) = registries.fake.manifest("1.0-soci").unwrap();
+    assert_eq!(report.index_digest, Some(registry::sha256_digest(&pushed)));
     assert_eq!(report.soci_indexes.len(), 1);
     assert_eq!(report.reason, None);
 
@@ -279,7 +178,7 @@ async fn an_image_is_indexed_then_a_duplicate_event_is_skipped() {
 #[tokio::test]
 async fn small_layers_leave_nothing_to_index() {
     let registries = FakeRegistries::new(Mode::Serve);
-    registries.fake.push_image(&small_image(), "1.0");
+    push_image(&registries.fake, &small_image(), "1.0");
     let report =
         run(&push(json!({"image-tag": "1.0"})), &config(&[("SOCI_MIN_LAYER_SIZE", "1GiB")]), &registries)
             .await;
@@ -291,38 +190,38 @@ async fn small_layers_leave_nothing_to_index() {
 async fn the_loop_guard_reads_the_fetched_content_not_the_tag() {
     let registries = FakeRegistries::new(Mode::Serve);
     let fake = &registries.fake;
-    fake.push_image(&small_image(), "1.0");
+    push_image(fake, &small_image(), "1.0");
     let config = config(&[]);
     let indexed = run(&push(json!({"image-tag": "1.0"})), &config, &registries).await;
     assert_eq!(indexed.outcome, Outcome::Indexed);
 
     // soci-indexer's own image index, re-tagged under a name that does not end in the suffix.
-    let own = fake.manifest("1.0-soci").unwrap();
-    fake.put_manifest("copy", &own.media_type, &own.bytes);
+    let (own_type, own) = fake.manifest("1.0-soci").unwrap();
+    let own_digest = fake.insert_manifest(Some("copy"), &own_type, own);
     let report =
-        run(&push(json!({"image-tag": "copy", "image-digest": own.digest})), &config, &registries).await;
+        run(&push(json!({"image-tag": "copy", "image-digest": own_digest})), &config, &registries).await;
     assert_skipped(&report, "an image index that already carries SOCI indexes");
 
     // A SOCI index manifest, tagged, in an event without media types.
     let soci_index = indexed.soci_indexes[0].clone();
-    let soci = fake.manifest(&soci_index).unwrap();
-    fake.put_manifest("soci-manifest", &soci.media_type, &soci.bytes);
+    let (soci_type, soci) = fake.manifest(&soci_index).unwrap();
+    fake.insert_manifest(Some("soci-manifest"), &soci_type, soci);
     let report = run(&push(json!({"image-tag": "soci-manifest"})), &config, &registries).await;
     assert_skipped(&report, "a SOCI index manifest");
 
     // Other artifacts: an OCI artifact manifest, a Helm chart (an image manifest with a foreign config).
-    fake.put_manifest("artifact", "application/vnd.oci.artifact.manifest.v1+json", br#"{"mediaType":"application/vnd.oci.artifact.manifest.v1+json","artifactType":"application/example"}"#);
+    fake.insert_manifest(Some("artifact"), "application/vnd.oci.artifact.manifest.v1+json", &br#"{"mediaType":"application/vnd.oci.artifact.manifest.v1+json","artifactType":"application/example"}"#[..]);
     let report = run(&push(json!({"image-tag": "artifact"})), &config, &registries).await;
     assert_skipped(&report, "not an image manifest or index");
     let chart_config = br#"{"name":"chart"}"#;
     let chart_config_digest = registry::sha256_digest(chart_config);
-    fake.blobs.lock().unwrap().insert(chart_config_digest.clone(), Bytes::from_static(chart_config));
+    fake.insert_blob(&chart_config_digest, Bytes::from_static(chart_config));
     let chart = format!(
         r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"application/vnd.cncf.helm.config.v1+json","digest":"{chart_config_digest}","size":{}}},"layers":[]}}"#,
         media::OCI_MANIFEST,
         chart_config.len()
     );
-    fake.put_manifest("chart", media::OCI_MANIFEST, chart.as_bytes());
+    fake.insert_manifest(Some("chart"), media::OCI_MANIFEST, chart.into_bytes());
     let report = run(&push(json!({"image-tag": "chart"})), &config, &registries).await;
     assert_skipped(&report, "application/vnd.cncf.helm.config.v1+json");
 
@@ -334,7 +233,7 @@ async fn the_loop_guard_reads_the_fetched_content_not_the_tag() {
 #[tokio::test]
 async fn a_moved_tag_indexes_what_it_points_to_now() {
     let registries = FakeRegistries::new(Mode::Serve);
-    let current = registries.fake.push_image(&small_image(), "1.0");
+    let current = push_image(&registries.fake, &small_image(), "1.0");
     let stale = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
     let report =
         run(&push(json!({"image-tag": "1.0", "image-digest": stale})), &config(&[]), &registries).await;
@@ -345,7 +244,7 @@ async fn a_moved_tag_indexes_what_it_points_to_now() {
 #[tokio::test]
 async fn v1_indexes_a_tagless_push_by_digest() {
     let registries = FakeRegistries::new(Mode::Serve);
-    let digest = registries.fake.push_image(&small_image(), "1.0");
+    let digest = push_image(&registries.fake, &small_image(), "1.0");
     let event = push(json!({"image-tag": "", "image-digest": digest}));
     let config = config(&[("SOCI_INDEX_VERSION", "v1")]);
     let report = run(&event, &config, &registries).await;
@@ -386,18 +285,21 @@ async fn registry_failures_fail_and_only_transient_ones_are_retried() {
     assert_eq!(skipped.outcome, Outcome::Skipped);
 }
 
-#[tokio::test]
+/// On tokio's paused clock: the registry never answers, and virtual time runs to the stop.
+#[tokio::test(start_paused = true)]
 async fn indexing_stops_cleanly_before_the_deadline() {
     let registries = FakeRegistries::new(Mode::Hang);
-    let started = Instant::now();
-    let deadline = started + Duration::from_millis(1500);
+    let started = tokio::time::Instant::now().into_std();
+    let deadline = started + Duration::from_secs(60);
     let invocation = Invocation { request_id: "slow".into(), deadline: Some(deadline) };
     let report = handle(&push(json!({})), &invocation, &config(&[]), &registries).await;
-    let stopped = Instant::now();
+    let stopped = tokio::time::Instant::now().into_std();
     assert_eq!((report.outcome, report.retry), (Outcome::Failed, true), "{report:?}");
     assert!(report.reason.as_deref().unwrap_or_default().starts_with("deadline: "), "{report:?}");
-    assert!(stopped < deadline, "stopped {:?} after the deadline", stopped - deadline);
-    assert!(stopped >= deadline - Duration::from_millis(500), "stopped too early: {:?}", deadline - stopped);
+    // A minute left: the safety margin is 5 s, so indexing stops 55 s in, before the deadline.
+    let ran = stopped - started;
+    assert!(ran >= Duration::from_secs(55) && ran < Duration::from_millis(55_100), "stopped after {ran:?}");
+    assert!(registries.fake.calls() > 0, "it did reach the registry");
 
     // An invocation whose time is already up fails at once.
     let late = Invocation { request_id: "late".into(), deadline: Some(Instant::now()) };

@@ -1,13 +1,12 @@
-//! The HTTP client as the index pipeline's registry: [`RepositoryClient`] implements
-//! [`index::Registry`] for one repository. (Feature `index`: the CLI and the Lambda wire this crate into
-//! `crates/index`, which itself knows nothing of HTTP.)
+//! The HTTP client as the engine's registry: [`RepositoryClient`] implements [`index::Registry`] for
+//! one repository, mapping the client's errors to the engine's kinds.
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use index::oci::Descriptor;
 use index::{BlobStream, FetchedManifest, PushedManifest, SourceError, SourceErrorKind};
 
-use crate::{Client, Repository};
+use registry::{Client, Repository};
 
 /// The registry client bound to one repository.
 #[derive(Clone, Debug)]
@@ -34,12 +33,14 @@ impl RepositoryClient {
 }
 
 /// Maps a registry error to the pipeline's error kinds.
-pub fn source_error(error: crate::Error) -> SourceError {
+pub fn source_error(error: registry::Error) -> SourceError {
     let kind = match &error {
-        crate::Error::NotFound { .. } => SourceErrorKind::NotFound,
-        crate::Error::Unauthorized { .. } => SourceErrorKind::Unauthorized,
-        crate::Error::Denied { .. } => SourceErrorKind::Denied,
-        crate::Error::DigestMismatch { .. } | crate::Error::SizeMismatch { .. } => SourceErrorKind::Corrupt,
+        registry::Error::NotFound { .. } => SourceErrorKind::NotFound,
+        registry::Error::Unauthorized { .. } => SourceErrorKind::Unauthorized,
+        registry::Error::Denied { .. } => SourceErrorKind::Denied,
+        registry::Error::DigestMismatch { .. } | registry::Error::SizeMismatch { .. } => {
+            SourceErrorKind::Corrupt
+        }
         _ => SourceErrorKind::Other,
     };
     let retryable = error.is_retryable();

@@ -1,0 +1,61 @@
+//! The composition layer shared by the `soci-indexer` CLI and the `index-on-push` Lambda: it wires the
+//! registry client into the SOCI engine, and turns settings (flags, environment variables) into engine
+//! options with one rule each.
+//!
+//! * [`settings`]: parsing of every setting both binaries take (index version, sizes, tag suffix,
+//!   concurrency, registry URLs) and the default build-tool identifier;
+//! * [`adapter`]: [`RepositoryClient`], the HTTP client as the engine's [`index::Registry`];
+//! * [`Registries`]: one registry per repository, the HTTP one or a test fake.
+
+pub mod adapter;
+pub mod settings;
+
+use std::sync::Arc;
+
+pub use adapter::RepositoryClient;
+pub use settings::{Endpoint, SettingError, DEFAULT_BUILD_TOOL};
+
+/// Makes the registry of a repository: the HTTP client in the binaries, fakes in tests.
+pub trait Registries: Send + Sync {
+    /// The registry type, one per repository.
+    type Registry: index::Registry;
+
+    /// The registry for `repository`. Must not do I/O (it runs after planning, before the first call).
+    fn open(&self, repository: &registry::Repository) -> Self::Registry;
+}
+
+/// One registry client, bound to each repository on demand.
+#[derive(Clone, Debug)]
+pub struct HttpRegistries {
+    client: registry::Client,
+}
+
+impl HttpRegistries {
+    /// Wraps the client.
+    pub fn new(client: registry::Client) -> HttpRegistries {
+        HttpRegistries { client }
+    }
+}
+
+impl Registries for HttpRegistries {
+    type Registry = RepositoryClient;
+
+    fn open(&self, repository: &registry::Repository) -> RepositoryClient {
+        RepositoryClient::new(self.client.clone(), repository.clone())
+    }
+}
+
+/// The registry client both binaries use: TLS unless `plain_http`, retries and redirects as the
+/// client's defaults, credentials from `credentials`.
+pub fn client(
+    plain_http: bool,
+    user_agent: &str,
+    credentials: Arc<dyn registry::CredentialSource>,
+) -> Result<registry::Client, registry::Error> {
+    let config = registry::ClientConfig {
+        plain_http,
+        user_agent: user_agent.to_owned(),
+        ..registry::ClientConfig::default()
+    };
+    registry::Client::new(config, credentials)
+}

@@ -1,0 +1,185 @@
+//! Settings both binaries take, parsed by one rule each: the CLI calls these from clap, the Lambda from
+//! its environment. Messages say what is expected; the caller names the flag or variable.
+
+use index::{IndexVersion, MAX_CONCURRENCY};
+
+/// The identifier written into zTOCs and SOCI indexes unless told otherwise.
+pub const DEFAULT_BUILD_TOOL: &str = concat!("soci-indexer v", env!("CARGO_PKG_VERSION"));
+
+/// The longest tag suffix: a tag has at most 128 characters, and the suffix must leave room for one.
+pub const MAX_TAG_SUFFIX: usize = 64;
+
+/// A setting that cannot be used, with what was expected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingError(pub String);
+
+/// `v2` or `v1`, in any case.
+pub fn parse_index_version(text: &str) -> Result<IndexVersion, SettingError> {
+    text.parse().map_err(|e: index::UnknownIndexVersion| SettingError(e.to_string()))
+}
+
+/// Layers built at once: 1 to [`MAX_CONCURRENCY`].
+pub fn parse_concurrency(text: &str) -> Result<usize, SettingError> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_CONCURRENCY).contains(&n) => Ok(n),
+        _ => Err(SettingError(format!(
+            "expected a number of layers from 1 to {MAX_CONCURRENCY}, got {text:?}"
+        ))),
+    }
+}
+
+/// A byte count of at least `min`: digits, optionally with a binary unit (`KiB`, `MiB`, `GiB`).
+pub fn parse_bytes(text: &str, min: u64) -> Result<u64, SettingError> {
+    let text = text.trim();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, ""),
+    };
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        _ => 0,
+    };
+    match digits.parse::<u64>().ok().and_then(|n| n.checked_mul(multiplier)) {
+        Some(n) if multiplier > 0 && n >= min => Ok(n),
+        _ => Err(SettingError(format!(
+            "expected a number of bytes{} (e.g. 10485760 or 10MiB), got {text:?}",
+            if min > 0 { format!(" of at least {min}") } else { String::new() }
+        ))),
+    }
+}
+
+/// A minimum layer size in bytes (0 indexes every layer).
+pub fn parse_min_layer_size(text: &str) -> Result<u64, SettingError> {
+    parse_bytes(text, 0)
+}
+
+/// A zTOC span size: at least 1 byte, at most what the zTOC format can hold.
+pub fn parse_span_size(text: &str) -> Result<u64, SettingError> {
+    let size = parse_bytes(text, 1)?;
+    if size > ztoc::MAX_SPAN_SIZE {
+        return Err(SettingError(format!(
+            "expected a span size of at most {} bytes (what a zTOC can hold), got {text:?}",
+            ztoc::MAX_SPAN_SIZE
+        )));
+    }
+    Ok(size)
+}
+
+/// The v2 tag suffix: tag characters only, not so long that no tag fits before it.
+pub fn parse_tag_suffix(text: &str) -> Result<String, SettingError> {
+    let valid = !text.is_empty()
+        && text.len() <= MAX_TAG_SUFFIX
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !valid {
+        return Err(SettingError(format!(
+            "expected 1 to {MAX_TAG_SUFFIX} characters of A-Z a-z 0-9 _ . - (e.g. -soci), got {text:?}"
+        )));
+    }
+    Ok(text.to_owned())
+}
+
+/// Where a registry is and how to talk to it: `http://` means plain HTTP, `https://` or no scheme TLS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `host[:port]`, as in image references.
+    pub host: String,
+    /// Talk `http://`.
+    pub plain_http: bool,
+}
+
+impl Endpoint {
+    /// A registry URL without a path: `http://host:port`, `https://host` or a bare `host[:port]`.
+    pub fn parse(url: &str) -> Result<Endpoint, SettingError> {
+        let (rest, plain_http) = split_scheme(url)?;
+        let host = rest.strip_suffix('/').unwrap_or(rest);
+        let valid = !host.is_empty()
+            && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+            && registry::Repository::new(host, "probe").is_ok();
+        if !valid {
+            return Err(SettingError(format!(
+                "expected a registry URL without a path, e.g. http://127.0.0.1:5000, got {url:?}"
+            )));
+        }
+        Ok(Endpoint { host: host.to_owned(), plain_http })
+    }
+}
+
+/// Takes an `http://` or `https://` prefix off `text`: the rest, and whether it said plain HTTP.
+pub fn split_scheme(text: &str) -> Result<(&str, bool), SettingError> {
+    if let Some(rest) = text.strip_prefix("http://") {
+        Ok((rest, true))
+    } else if let Some(rest) = text.strip_prefix("https://") {
+        Ok((rest, false))
+    } else if text.contains("://") {
+        Err(SettingError(format!("expected an http:// or https:// URL, got {text:?}")))
+    } else {
+        Ok((text, false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts_take_binary_units_and_refuse_overflow() {
+        assert_eq!(parse_bytes("10MiB", 0), Ok(10 << 20));
+        assert_eq!(parse_bytes(" 65536 ", 1), Ok(65536));
+        assert_eq!(parse_bytes("2g", 0), Ok(2 << 30));
+        for bad in ["ten", "-1", "10 parsecs", "99999999999999999999", "18446744073709551615GiB"] {
+            assert!(parse_bytes(bad, 0).unwrap_err().0.contains("expected a number of bytes"), "{bad}");
+        }
+        assert!(parse_bytes("0", 1).unwrap_err().0.contains("at least 1"));
+    }
+
+    #[test]
+    fn span_sizes_stop_where_the_format_does() {
+        assert_eq!(parse_span_size("4MiB"), Ok(4 << 20));
+        let too_big = (ztoc::MAX_SPAN_SIZE + 1).to_string();
+        assert!(parse_span_size(&too_big).unwrap_err().0.contains("what a zTOC can hold"));
+        assert!(parse_span_size(&u64::MAX.to_string()).is_err());
+    }
+
+    #[test]
+    fn one_concurrency_rule() {
+        assert_eq!(parse_concurrency("1"), Ok(1));
+        assert_eq!(parse_concurrency("256"), Ok(256));
+        for bad in ["0", "257", "many", "-3"] {
+            assert!(parse_concurrency(bad).unwrap_err().0.contains("from 1 to 256"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn index_versions_in_any_case() {
+        assert_eq!(parse_index_version("V1"), Ok(IndexVersion::V1));
+        assert_eq!(parse_index_version("v2"), Ok(IndexVersion::V2));
+        assert!(parse_index_version("v3").unwrap_err().0.contains("expected v2 or v1"));
+    }
+
+    #[test]
+    fn tag_suffixes_are_tag_characters() {
+        assert_eq!(parse_tag_suffix(".lazy").as_deref(), Ok(".lazy"));
+        for bad in [":x", "-so ci", "/soci", "", &"x".repeat(65)] {
+            assert!(parse_tag_suffix(bad).unwrap_err().0.contains("A-Z a-z 0-9"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn http_means_plain_http() {
+        assert_eq!(split_scheme("http://localhost:5000/app:1"), Ok(("localhost:5000/app:1", true)));
+        assert_eq!(split_scheme("https://r.example.com/app"), Ok(("r.example.com/app", false)));
+        assert_eq!(split_scheme("r.example.com/app"), Ok(("r.example.com/app", false)));
+        assert!(split_scheme("ftp://host").unwrap_err().0.contains("http:// or https://"));
+        assert_eq!(
+            Endpoint::parse("http://127.0.0.1:5000/"),
+            Ok(Endpoint { host: "127.0.0.1:5000".into(), plain_http: true })
+        );
+        for bad in ["http://host/path", "http://", "ftp://host"] {
+            assert!(Endpoint::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

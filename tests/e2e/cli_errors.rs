@@ -123,8 +123,8 @@ fn extract_detects_a_corrupt_span() {
     let ztoc = ztoc::codec::decode(&std::fs::read(&ztoc_path).unwrap()).unwrap();
     let entry = ztoc.toc.metadata.iter().find(|e| e.uncompressed_size > 0).expect("a file with data");
     let ztoc::Zinfo::Gzip(zinfo) = &ztoc.compression_info.zinfo else { panic!("gzip corpus") };
-    let span = zinfo.span_of(entry.uncompressed_offset);
-    let (start, end) = zinfo.span_range(span, ztoc.compressed_archive_size);
+    let span = zinfo.span_of(entry.uncompressed_offset).unwrap();
+    let (start, end) = zinfo.span_range(span, ztoc.compressed_archive_size).unwrap();
     let victim = ((start.get() + end.get()) / 2) as usize;
     blob[victim] ^= 0x01;
     let layer = dir.path().join("layer.tar.gz");

@@ -52,8 +52,9 @@ struct FileReport {
     kind: &'static str,
     offset: u64,
     size: u64,
-    start_span: usize,
-    end_span: usize,
+    /// `null` when the zTOC's spans cannot hold the entry's data.
+    start_span: Option<usize>,
+    end_span: Option<usize>,
     mode: String,
     uid: u32,
     gid: u32,
@@ -71,47 +72,23 @@ fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// The spans holding `[offset, offset + size)` (the first span only for an empty entry).
-fn span_range(ztoc: &Ztoc, entry: &FileMetadata) -> (usize, usize) {
-    let start = entry.uncompressed_offset;
-    let last = ztoc::UncompressedOffset(start.get() + entry.uncompressed_size.saturating_sub(1));
-    match &ztoc.compression_info.zinfo {
-        Zinfo::Gzip(z) if !z.is_empty() => (z.span_of(start), z.span_of(last)),
-        Zinfo::Tar(t) if t.span_size > 0 => {
-            let span = t.span_size as u64;
-            ((start.get() / span) as usize, (last.get() / span) as usize)
-        }
-        _ => (0, 0),
-    }
+/// The first and last spans holding the entry's data (`None` when the zTOC's spans cannot hold it).
+fn entry_spans(ztoc: &Ztoc, entry: &FileMetadata) -> Option<(usize, usize)> {
+    ztoc.compression_info.zinfo.spans_holding(entry.uncompressed_offset, entry.uncompressed_size).ok()
 }
 
 fn report<'a>(ztoc: &'a Ztoc, bytes: &[u8]) -> Report<'a> {
     let info = &ztoc.compression_info;
     let spans = (0..info.zinfo.span_count())
-        .map(|id| {
-            let digest = info.span_digests.get(id).map(String::as_str).unwrap_or("");
-            match &info.zinfo {
-                Zinfo::Gzip(z) => {
-                    let cp = z.checkpoint(id);
-                    SpanReport {
-                        id,
-                        digest,
-                        compressed_offset: cp.input.get(),
-                        uncompressed_offset: cp.output.get(),
-                        bits: Some(cp.bits),
-                    }
-                }
-                Zinfo::Tar(t) => {
-                    let (start, _) = t.span_range(id);
-                    SpanReport {
-                        id,
-                        digest,
-                        compressed_offset: start,
-                        uncompressed_offset: start,
-                        bits: None,
-                    }
-                }
-            }
+        .filter_map(|id| {
+            let start = info.zinfo.span_start(id).ok()?;
+            Some(SpanReport {
+                id,
+                digest: info.span_digests.get(id).map(String::as_str).unwrap_or(""),
+                compressed_offset: start.compressed.get(),
+                uncompressed_offset: start.uncompressed.get(),
+                bits: start.bits,
+            })
         })
         .collect();
     let files: Vec<FileReport> = ztoc
@@ -119,14 +96,14 @@ fn report<'a>(ztoc: &'a Ztoc, bytes: &[u8]) -> Report<'a> {
         .metadata
         .iter()
         .map(|e| {
-            let (start_span, end_span) = span_range(ztoc, e);
+            let spans = entry_spans(ztoc, e);
             FileReport {
                 filename: lossy(&e.name),
                 kind: e.entry_type.as_str(),
                 offset: e.uncompressed_offset.get(),
                 size: e.uncompressed_size,
-                start_span,
-                end_span,
+                start_span: spans.map(|(first, _)| first),
+                end_span: spans.map(|(_, last)| last),
                 mode: format!("{:o}", e.mode),
                 uid: e.uid,
                 gid: e.gid,
@@ -219,7 +196,10 @@ fn print_text(out: &mut impl Write, r: &Report<'_>) -> std::io::Result<()> {
             format!("{}/{}", f.uid, f.gid),
             f.size,
             f.offset,
-            format!("{}-{}", f.start_span, f.end_span),
+            match (f.start_span, f.end_span) {
+                (Some(first), Some(last)) => format!("{first}-{last}"),
+                _ => "-".to_owned(),
+            },
             f.mod_time,
             f.filename
         );

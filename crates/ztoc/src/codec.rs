@@ -560,9 +560,9 @@ mod tests {
         let ztoc = decode(&corpus_ztoc("hdr-all.ztoc")).unwrap();
         let Zinfo::Gzip(zinfo) = &ztoc.compression_info.zinfo else { panic!("gzip zTOC") };
         assert_eq!(zinfo.len(), 2);
-        let cp0 = zinfo.checkpoint(0);
+        let cp0 = zinfo.checkpoint(0).unwrap();
         assert_eq!((cp0.input.get(), cp0.output.get(), cp0.bits), (22, 0, 0));
-        let cp1 = zinfo.checkpoint(1);
+        let cp1 = zinfo.checkpoint(1).unwrap();
         assert_eq!((cp1.input.get(), cp1.output.get(), cp1.bits), (217, 5120, 7));
         assert_eq!(zinfo.span_size(), 4096);
         assert_eq!(ztoc.compression_info.span_digests.len(), 2);
@@ -576,7 +576,7 @@ mod tests {
         assert_eq!(ztoc.compressed_archive_size, CompressedOffset(588));
         assert_eq!(ztoc.uncompressed_archive_size, UncompressedOffset(11264));
         let Zinfo::Gzip(zinfo) = &ztoc.compression_info.zinfo else { panic!("gzip zTOC") };
-        assert_eq!(zinfo.checkpoint(zinfo.len() - 1).output, UncompressedOffset(11264));
+        assert_eq!(zinfo.checkpoint(zinfo.len() - 1).unwrap().output, UncompressedOffset(11264));
 
         let entry = |name: &str| {
             ztoc.toc.metadata.iter().find(|e| e.name == name.as_bytes()).unwrap_or_else(|| panic!("{name}"))

@@ -3,7 +3,7 @@
 use crate::codec::DecodeError;
 use crate::offset::CompressedOffset;
 use crate::tar::TarError;
-use crate::zinfo::ZinfoError;
+use crate::zinfo::{SpanError, ZinfoError};
 
 /// Everything that can go wrong while building or reading through a zTOC.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +48,9 @@ pub enum Error {
     /// A checkpoint blob is malformed.
     #[error("invalid checkpoints: {0}")]
     Zinfo(#[from] ZinfoError),
+    /// The zTOC's spans cannot serve a request (an offset outside them, a span outside the layer).
+    #[error("the zTOC's spans do not fit: {0}")]
+    Span(#[from] SpanError),
     /// The zTOC was built for another layer.
     #[error("the zTOC does not belong to this layer: {0}")]
     LayerMismatch(String),

@@ -3,11 +3,12 @@
 //! checkpoint and copy out the file's bytes.
 
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::ops::RangeInclusive;
 
 use crate::error::Error;
 use crate::model::{EntryType, FileMetadata, Zinfo, Ztoc};
 use crate::offset::{CompressedOffset, UncompressedOffset};
-use crate::zinfo::{GzipZinfo, TarZinfo};
+use crate::zinfo::GzipZinfo;
 use crate::zlib::{Flush, Inflater, WINDOW_BITS_AUTO, WINDOW_BITS_RAW};
 
 /// Random access to the bytes of a layer blob (a local file here; an HTTP range reader elsewhere).
@@ -134,52 +135,58 @@ pub fn extract_entry(
                 ))
             },
         )?;
-    let mut reader = SpanReader { blob, digests, bytes_read: 0 };
-    let mut stats = match &ztoc.compression_info.zinfo {
-        Zinfo::Gzip(zinfo) => extract_gzip(&mut reader, zinfo, start, size, end, out)?,
-        Zinfo::Tar(zinfo) => extract_tar(&mut reader, zinfo, start.get(), size, end, out)?,
-    };
-    stats.compressed_bytes_read = reader.bytes_read;
-    stats.bytes_written = size;
-    Ok(stats)
+    let zinfo = &ztoc.compression_info.zinfo;
+    let (first, last) = zinfo.spans_holding(start, size)?;
+    let mut reader =
+        SpanReader { blob, zinfo, layer_size: ztoc.compressed_archive_size, digests, bytes_read: 0 };
+    match zinfo {
+        Zinfo::Gzip(gzip) => extract_gzip(&mut reader, gzip, first..=last, start, size, out)?,
+        Zinfo::Tar(_) => extract_tar(&mut reader, first..=last, start.get(), end, out)?,
+    }
+    Ok(ExtractStats {
+        first_span: first,
+        last_span: last,
+        compressed_bytes_read: reader.bytes_read,
+        bytes_written: size,
+    })
 }
 
 /// Fetches spans and checks their digests before anything uses them.
 struct SpanReader<'a, B> {
     blob: &'a mut B,
+    zinfo: &'a Zinfo,
+    layer_size: CompressedOffset,
     digests: &'a [String],
     bytes_read: u64,
 }
 
 impl<B: RandomAccess> SpanReader<'_, B> {
-    fn read_span(&mut self, span: usize, start: u64, end: u64, buf: &mut Vec<u8>) -> Result<(), Error> {
-        let len = end.checked_sub(start).ok_or_else(|| {
-            Error::LayerMismatch(format!("span {span} ends at {end} before it starts at {start}"))
-        })?;
+    /// Reads span `span` into `buf` and checks its digest; returns where its bytes start.
+    fn read_span(&mut self, span: usize, buf: &mut Vec<u8>) -> Result<u64, Error> {
+        let (start, end) = self.zinfo.compressed_range(span, self.layer_size)?;
+        let len = end - start;
         buf.clear();
         buf.resize(len as usize, 0);
-        self.blob.read_exact_at(start, buf)?;
+        self.blob.read_exact_at(start.get(), buf)?;
         self.bytes_read += len;
         let actual = crate::sha256_digest(buf);
         if actual != self.digests[span] {
             return Err(Error::SpanDigestMismatch { span, expected: self.digests[span].clone(), actual });
         }
-        Ok(())
+        Ok(start.get())
     }
 }
 
 fn extract_gzip(
     reader: &mut SpanReader<'_, impl RandomAccess>,
     zinfo: &GzipZinfo,
+    spans: RangeInclusive<usize>,
     start: UncompressedOffset,
     size: u64,
-    end: u64,
     out: &mut (impl Write + ?Sized),
-) -> Result<ExtractStats, Error> {
-    let first = zinfo.span_of(start);
-    let last = zinfo.span_of(UncompressedOffset(end - 1));
-    let checkpoint = zinfo.checkpoint(first);
-    let compressed_size = CompressedOffset(reader.blob.size()?);
+) -> Result<(), Error> {
+    let first = *spans.start();
+    let checkpoint = zinfo.checkpoint(first)?;
     let corrupt = |reason: String| Error::CorruptGzip { offset: checkpoint.input, reason };
 
     let mut inflater = Inflater::new(WINDOW_BITS_RAW).map_err(|e| corrupt(e.message))?;
@@ -192,11 +199,10 @@ fn extract_gzip(
         scratch: vec![0u8; 64 * 1024],
     };
     let mut buf = Vec::new();
-    for span in first..=last {
-        let (span_start, span_end) = zinfo.span_range(span, compressed_size);
-        reader.read_span(span, span_start.get(), span_end.get(), &mut buf)?;
+    for span in spans {
+        reader.read_span(span, &mut buf)?;
         let mut data = &buf[..];
-        let bits = zinfo.checkpoint(span).bits;
+        let bits = zinfo.checkpoint(span)?.bits;
         if span == first {
             if bits != 0 {
                 // The span starts with the last byte of the previous block; its top `bits` bits are ours.
@@ -222,7 +228,7 @@ fn extract_gzip(
             stream.to_write
         )));
     }
-    Ok(ExtractStats { first_span: first, last_span: last, ..ExtractStats::default() })
+    Ok(())
 }
 
 enum FeedError {
@@ -287,34 +293,18 @@ impl ResumedStream<'_> {
 
 fn extract_tar(
     reader: &mut SpanReader<'_, impl RandomAccess>,
-    zinfo: &TarZinfo,
+    spans: RangeInclusive<usize>,
     start: u64,
-    size: u64,
     end: u64,
     out: &mut (impl Write + ?Sized),
-) -> Result<ExtractStats, Error> {
-    let span_size = zinfo.span_size();
-    if span_size == 0 {
-        return Err(Error::ZeroSpanSize);
-    }
-    let first = (start / span_size) as usize;
-    let last = ((end - 1) / span_size) as usize;
-    if last >= zinfo.span_count() {
-        return Err(Error::LayerMismatch(format!(
-            "entry data ends past the last span ({})",
-            zinfo.span_count()
-        )));
-    }
+) -> Result<(), Error> {
     let mut buf = Vec::new();
-    let mut written = 0u64;
-    for span in first..=last {
-        let (span_start, span_end) = zinfo.span_range(span);
-        reader.read_span(span, span_start, span_end, &mut buf)?;
+    for span in spans {
+        let span_start = reader.read_span(span, &mut buf)?;
+        let span_end = span_start + buf.len() as u64;
         let from = start.max(span_start) - span_start;
         let to = end.min(span_end) - span_start;
         out.write_all(&buf[from as usize..to as usize])?;
-        written += to - from;
     }
-    debug_assert_eq!(written, size);
-    Ok(ExtractStats { first_span: first, last_span: last, ..ExtractStats::default() })
+    Ok(())
 }

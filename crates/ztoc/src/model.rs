@@ -159,24 +159,6 @@ pub enum Zinfo {
     Tar(TarZinfo),
 }
 
-impl Zinfo {
-    /// Number of spans (= number of checkpoints).
-    pub fn span_count(&self) -> usize {
-        match self {
-            Zinfo::Gzip(z) => z.len(),
-            Zinfo::Tar(t) => t.span_count(),
-        }
-    }
-
-    /// The span size the zinfo was built with.
-    pub fn span_size(&self) -> u64 {
-        match self {
-            Zinfo::Gzip(z) => z.span_size(),
-            Zinfo::Tar(t) => t.span_size(),
-        }
-    }
-}
-
 impl CompressionInfo {
     /// `max_span_id` as stored: number of spans − 1.
     pub fn max_span_id(&self) -> i32 {

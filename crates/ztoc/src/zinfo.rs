@@ -4,6 +4,7 @@
 //! `i64 in, i64 out, u8 bits, [u8; 32768] window`, all little-endian and tightly packed. The blob is the
 //! storage: checkpoints are appended to it as they are found, so the builder holds one copy only.
 
+use crate::model::Zinfo;
 use crate::offset::{CompressedOffset, UncompressedOffset};
 
 /// Size of the inflate window saved with every checkpoint.
@@ -49,6 +50,77 @@ pub enum ZinfoError {
     },
 }
 
+/// Why a question about spans (which span holds an offset, where a span starts or ends) has no answer.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SpanError {
+    /// The span index is not below the number of spans.
+    #[error("span {index} does not exist: there are {count} span(s)")]
+    NoSuchSpan {
+        /// The requested span.
+        index: usize,
+        /// Number of spans.
+        count: usize,
+    },
+    /// The offset precedes the first checkpoint, so no span holds it.
+    #[error("uncompressed offset {offset} lies before the first span, which starts at {first}")]
+    BeforeFirstSpan {
+        /// The requested uncompressed offset.
+        offset: u64,
+        /// Uncompressed offset of the first checkpoint.
+        first: u64,
+    },
+    /// The offset lies past the end of the last span (or there is no span at all).
+    #[error("uncompressed offset {offset} lies past the last span, which ends at {end}")]
+    PastLastSpan {
+        /// The requested uncompressed offset.
+        offset: u64,
+        /// End of the last span (0 when there is none).
+        end: u64,
+    },
+    /// A checkpoint at compressed offset 0 claims unused bits of the byte before it.
+    #[error("span {index} would start before the layer: its checkpoint at compressed offset 0 has {bits} unused bits")]
+    StartsBeforeLayer {
+        /// The span.
+        index: usize,
+        /// The checkpoint's unused bits.
+        bits: u8,
+    },
+    /// A span's compressed bytes are not inside the layer, or end before they start.
+    #[error("span {index} covers compressed bytes [{start}, {end}), which is not inside the layer's {layer_size} bytes")]
+    OutsideLayer {
+        /// The span.
+        index: usize,
+        /// Where its bytes start.
+        start: u64,
+        /// Where its bytes end.
+        end: u64,
+        /// Size of the layer blob.
+        layer_size: u64,
+    },
+    /// `start + len` does not fit in 64 bits.
+    #[error("the byte range [{start}, +{len}) does not fit in 64 bits")]
+    RangeOverflow {
+        /// Start of the range.
+        start: u64,
+        /// Its length.
+        len: u64,
+    },
+    /// A tar zinfo whose span size is not positive.
+    #[error("span size {0} is not positive")]
+    BadSpanSize(i64),
+}
+
+/// Where a span starts: its checkpoint for a gzip layer, its first byte for a plain tar layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpanStart {
+    /// Compressed offset of the checkpoint (gzip: the first full byte after the block boundary).
+    pub compressed: CompressedOffset,
+    /// Uncompressed offset where the span's data starts.
+    pub uncompressed: UncompressedOffset,
+    /// Unused bits of the byte before `compressed` (gzip only).
+    pub bits: Option<u8>,
+}
+
 /// One checkpoint, borrowed from the blob.
 #[derive(Clone, Copy, Debug)]
 pub struct Checkpoint<'a> {
@@ -63,9 +135,10 @@ pub struct Checkpoint<'a> {
 }
 
 impl Checkpoint<'_> {
-    /// Where this checkpoint's span starts in the compressed blob (one byte earlier when `bits != 0`).
-    pub fn span_start(&self) -> CompressedOffset {
-        CompressedOffset(self.input.get() - u64::from(self.bits != 0))
+    /// Where this checkpoint's span starts in the compressed blob (one byte earlier when `bits != 0`);
+    /// `None` when that byte would lie before the blob.
+    pub fn span_start(&self) -> Option<CompressedOffset> {
+        self.input.get().checked_sub(u64::from(self.bits != 0)).map(CompressedOffset)
     }
 }
 
@@ -122,8 +195,7 @@ impl GzipZinfo {
 
     fn validate(&self) -> Result<(), ZinfoError> {
         let mut previous: Option<Checkpoint<'_>> = None;
-        for index in 0..self.len() {
-            let cp = self.checkpoint(index);
+        for (index, cp) in self.checkpoints().enumerate() {
             if cp.bits > 7 {
                 return Err(ZinfoError::BadBits { index, bits: cp.bits });
             }
@@ -161,8 +233,16 @@ impl GzipZinfo {
         i64::from_le_bytes(self.blob[4..12].try_into().expect("8 bytes")) as u64
     }
 
-    /// Checkpoint `index`; panics if out of range.
-    pub fn checkpoint(&self, index: usize) -> Checkpoint<'_> {
+    /// Checkpoint `index`.
+    pub fn checkpoint(&self, index: usize) -> Result<Checkpoint<'_>, SpanError> {
+        if index >= self.len() {
+            return Err(SpanError::NoSuchSpan { index, count: self.len() });
+        }
+        Ok(self.checkpoint_at(index))
+    }
+
+    /// Checkpoint `index`, known to be below [`len`](Self::len).
+    fn checkpoint_at(&self, index: usize) -> Checkpoint<'_> {
         let at = HEADER_SIZE + index * PACKED_CHECKPOINT_SIZE;
         let raw = &self.blob[at..at + PACKED_CHECKPOINT_SIZE];
         Checkpoint {
@@ -175,7 +255,7 @@ impl GzipZinfo {
 
     /// All checkpoints in order.
     pub fn checkpoints(&self) -> impl ExactSizeIterator<Item = Checkpoint<'_>> + '_ {
-        (0..self.len()).map(|i| self.checkpoint(i))
+        (0..self.len()).map(|i| self.checkpoint_at(i))
     }
 
     /// Appends a checkpoint whose window is given as up to two slices (oldest first) totalling 32 KiB.
@@ -196,24 +276,51 @@ impl GzipZinfo {
         self.blob[0..4].copy_from_slice(&count.to_le_bytes());
     }
 
-    /// The index of the span holding uncompressed offset `offset` (soci's `pt_index_from_ucmp_offset`).
-    pub fn span_of(&self, offset: UncompressedOffset) -> usize {
-        let mut span = 0;
-        while span + 1 < self.len() && self.checkpoint(span + 1).output <= offset {
-            span += 1;
+    /// The index of the span holding uncompressed offset `offset`: the last checkpoint at or before it,
+    /// as soci's `pt_index_from_ucmp_offset` finds it.
+    pub fn span_of(&self, offset: UncompressedOffset) -> Result<usize, SpanError> {
+        let first =
+            self.checkpoint(0).map_err(|_| SpanError::PastLastSpan { offset: offset.get(), end: 0 })?;
+        if first.output > offset {
+            return Err(SpanError::BeforeFirstSpan { offset: offset.get(), first: first.output.get() });
         }
-        span
+        // Outputs never decrease (checked when a blob is read), so the checkpoints at or before
+        // `offset` are a prefix; the span is its last one.
+        let (mut low, mut high) = (0, self.len());
+        while high - low > 1 {
+            let mid = low + (high - low) / 2;
+            if self.checkpoint_at(mid).output <= offset {
+                low = mid;
+            } else {
+                high = mid;
+            }
+        }
+        Ok(low)
     }
 
-    /// Compressed byte range `[start, end)` covered by span `index` (the digest range).
+    /// Compressed byte range `[start, end)` of span `index` (what its digest covers), checked to lie
+    /// inside a layer of `layer_size` bytes.
     pub fn span_range(
         &self,
         index: usize,
-        compressed_size: CompressedOffset,
-    ) -> (CompressedOffset, CompressedOffset) {
-        let start = self.checkpoint(index).span_start();
-        let end = if index + 1 == self.len() { compressed_size } else { self.checkpoint(index + 1).input };
-        (start, end)
+        layer_size: CompressedOffset,
+    ) -> Result<(CompressedOffset, CompressedOffset), SpanError> {
+        let checkpoint = self.checkpoint(index)?;
+        let start =
+            checkpoint.span_start().ok_or(SpanError::StartsBeforeLayer { index, bits: checkpoint.bits })?;
+        let end = match self.checkpoint(index + 1) {
+            Ok(next) => next.input,
+            Err(_) => layer_size,
+        };
+        if start > end || end > layer_size {
+            return Err(SpanError::OutsideLayer {
+                index,
+                start: start.get(),
+                end: end.get(),
+                layer_size: layer_size.get(),
+            });
+        }
+        Ok((start, end))
     }
 }
 
@@ -244,10 +351,249 @@ impl TarZinfo {
         self.span_size.max(0) as u64
     }
 
+    /// The span size, which must be positive for any span arithmetic.
+    fn positive_span_size(&self) -> Result<u64, SpanError> {
+        u64::try_from(self.span_size)
+            .ok()
+            .filter(|&span| span > 0)
+            .ok_or(SpanError::BadSpanSize(self.span_size))
+    }
+
+    /// The index of the span holding byte `offset` of the tar; the end of the tar belongs to the last
+    /// span (an empty entry may sit there when the tar has no end-of-archive blocks).
+    pub fn span_of(&self, offset: UncompressedOffset) -> Result<usize, SpanError> {
+        let span_size = self.positive_span_size()?;
+        let size = self.size.max(0) as u64;
+        let count = self.span_count() as u64;
+        if offset.get() > size || count == 0 {
+            return Err(SpanError::PastLastSpan { offset: offset.get(), end: size });
+        }
+        Ok((offset.get() / span_size).min(count - 1) as usize)
+    }
+
     /// Byte range `[start, end)` of span `index`.
-    pub fn span_range(&self, index: usize) -> (u64, u64) {
-        let span = self.span_size as u64;
+    pub fn span_range(&self, index: usize) -> Result<(u64, u64), SpanError> {
+        let span = self.positive_span_size()?;
+        if index >= self.span_count() {
+            return Err(SpanError::NoSuchSpan { index, count: self.span_count() });
+        }
+        // `index < ceil(size / span)`, so `index * span < size`: no overflow.
         let start = index as u64 * span;
-        (start, (start + span).min(self.size as u64))
+        Ok((start, start.saturating_add(span).min(self.size as u64)))
+    }
+}
+
+impl Zinfo {
+    /// Number of spans (= number of checkpoints).
+    pub fn span_count(&self) -> usize {
+        match self {
+            Zinfo::Gzip(z) => z.len(),
+            Zinfo::Tar(t) => t.span_count(),
+        }
+    }
+
+    /// The span size the zinfo was built with.
+    pub fn span_size(&self) -> u64 {
+        match self {
+            Zinfo::Gzip(z) => z.span_size(),
+            Zinfo::Tar(t) => t.span_size(),
+        }
+    }
+
+    /// The index of the span holding uncompressed offset `offset`.
+    pub fn span_of(&self, offset: UncompressedOffset) -> Result<usize, SpanError> {
+        match self {
+            Zinfo::Gzip(z) => z.span_of(offset),
+            Zinfo::Tar(t) => t.span_of(offset),
+        }
+    }
+
+    /// The first and last (inclusive) spans holding the `len` bytes at `start`; an empty range is held
+    /// by the span of `start`.
+    pub fn spans_holding(&self, start: UncompressedOffset, len: u64) -> Result<(usize, usize), SpanError> {
+        let last = start
+            .get()
+            .checked_add(len.saturating_sub(1))
+            .ok_or(SpanError::RangeOverflow { start: start.get(), len })?;
+        Ok((self.span_of(start)?, self.span_of(UncompressedOffset(last))?))
+    }
+
+    /// Where span `index` starts.
+    pub fn span_start(&self, index: usize) -> Result<SpanStart, SpanError> {
+        Ok(match self {
+            Zinfo::Gzip(z) => {
+                let checkpoint = z.checkpoint(index)?;
+                SpanStart {
+                    compressed: checkpoint.input,
+                    uncompressed: checkpoint.output,
+                    bits: Some(checkpoint.bits),
+                }
+            }
+            Zinfo::Tar(t) => {
+                let (start, _) = t.span_range(index)?;
+                SpanStart {
+                    compressed: CompressedOffset(start),
+                    uncompressed: UncompressedOffset(start),
+                    bits: None,
+                }
+            }
+        })
+    }
+
+    /// Compressed byte range `[start, end)` of span `index` (what its digest covers) in a layer of
+    /// `layer_size` bytes.
+    pub fn compressed_range(
+        &self,
+        index: usize,
+        layer_size: CompressedOffset,
+    ) -> Result<(CompressedOffset, CompressedOffset), SpanError> {
+        match self {
+            Zinfo::Gzip(z) => z.span_range(index, layer_size),
+            Zinfo::Tar(t) => {
+                let (start, end) = t.span_range(index)?;
+                if end > layer_size.get() {
+                    return Err(SpanError::OutsideLayer { index, start, end, layer_size: layer_size.get() });
+                }
+                Ok((CompressedOffset(start), CompressedOffset(end)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::{build_ztoc, BuildOptions, LayerFormat};
+
+    fn gzip_zinfo(checkpoints: &[(u64, u64, u8)]) -> GzipZinfo {
+        let mut zinfo = GzipZinfo::new(4096);
+        let window = vec![0u8; WINDOW_SIZE];
+        for &(input, output, bits) in checkpoints {
+            zinfo.push(CompressedOffset(input), UncompressedOffset(output), bits, [&window, &[]]);
+        }
+        zinfo
+    }
+
+    #[test]
+    fn gzip_span_questions_without_an_answer_are_errors() {
+        let empty = Zinfo::Gzip(GzipZinfo::new(4096));
+        assert_eq!(empty.span_of(UncompressedOffset(0)), Err(SpanError::PastLastSpan { offset: 0, end: 0 }));
+        assert_eq!(empty.span_start(0), Err(SpanError::NoSuchSpan { index: 0, count: 0 }));
+        assert_eq!(
+            empty.compressed_range(0, CompressedOffset(100)),
+            Err(SpanError::NoSuchSpan { index: 0, count: 0 })
+        );
+
+        let late_start = Zinfo::Gzip(gzip_zinfo(&[(10, 100, 0), (50, 9000, 0)]));
+        assert_eq!(
+            late_start.span_of(UncompressedOffset(99)),
+            Err(SpanError::BeforeFirstSpan { offset: 99, first: 100 })
+        );
+        assert_eq!(late_start.spans_holding(UncompressedOffset(100), 9000), Ok((0, 1)));
+        assert_eq!(
+            late_start.compressed_range(0, CompressedOffset(40)),
+            Err(SpanError::OutsideLayer { index: 0, start: 10, end: 50, layer_size: 40 })
+        );
+
+        let bits_at_zero = Zinfo::Gzip(gzip_zinfo(&[(0, 0, 3)]));
+        assert_eq!(
+            bits_at_zero.compressed_range(0, CompressedOffset(10)),
+            Err(SpanError::StartsBeforeLayer { index: 0, bits: 3 })
+        );
+        assert_eq!(
+            late_start.spans_holding(UncompressedOffset(200), u64::MAX),
+            Err(SpanError::RangeOverflow { start: 200, len: u64::MAX })
+        );
+    }
+
+    #[test]
+    fn gzip_span_of_takes_the_last_checkpoint_at_or_before_the_offset() {
+        // Duplicate outputs (empty leading blocks) resolve to the last of them, as in soci's C code.
+        let zinfo = gzip_zinfo(&[(10, 0, 0), (12, 0, 1), (40, 5000, 2), (90, 12000, 0)]);
+        let expected = [(0, 1), (4999, 1), (5000, 2), (11999, 2), (12000, 3), (u64::MAX, 3)];
+        for (offset, span) in expected {
+            assert_eq!(zinfo.span_of(UncompressedOffset(offset)), Ok(span), "offset {offset}");
+        }
+        assert_eq!(
+            zinfo.span_range(1, CompressedOffset(100)),
+            Ok((CompressedOffset(11), CompressedOffset(40)))
+        );
+        assert_eq!(
+            zinfo.span_range(3, CompressedOffset(100)),
+            Ok((CompressedOffset(90), CompressedOffset(100)))
+        );
+    }
+
+    #[test]
+    fn tar_span_arithmetic() {
+        let zinfo = Zinfo::Tar(TarZinfo { version: TAR_ZINFO_VERSION, span_size: 1024, size: 3000 });
+        assert_eq!(zinfo.span_of(UncompressedOffset(2999)), Ok(2));
+        assert_eq!(zinfo.span_of(UncompressedOffset(3000)), Ok(2), "the end belongs to the last span");
+        assert_eq!(
+            zinfo.span_of(UncompressedOffset(3001)),
+            Err(SpanError::PastLastSpan { offset: 3001, end: 3000 })
+        );
+        assert_eq!(
+            zinfo.compressed_range(2, CompressedOffset(3000)),
+            Ok((CompressedOffset(2048), CompressedOffset(3000)))
+        );
+        assert_eq!(
+            zinfo.compressed_range(3, CompressedOffset(3000)),
+            Err(SpanError::NoSuchSpan { index: 3, count: 3 })
+        );
+        assert_eq!(
+            zinfo.compressed_range(2, CompressedOffset(2500)),
+            Err(SpanError::OutsideLayer { index: 2, start: 2048, end: 3000, layer_size: 2500 })
+        );
+        assert_eq!(
+            zinfo.span_start(1),
+            Ok(SpanStart {
+                compressed: CompressedOffset(1024),
+                uncompressed: UncompressedOffset(1024),
+                bits: None
+            })
+        );
+        let huge = TarZinfo { version: TAR_ZINFO_VERSION, span_size: i64::MAX, size: i64::MAX };
+        assert_eq!(huge.span_range(0), Ok((0, i64::MAX as u64)));
+        for span_size in [0, -1] {
+            let bad = Zinfo::Tar(TarZinfo { version: TAR_ZINFO_VERSION, span_size, size: 3000 });
+            assert_eq!(bad.span_of(UncompressedOffset(0)), Err(SpanError::BadSpanSize(span_size)));
+        }
+    }
+
+    /// The spans `spans_holding` names are exactly those whose uncompressed data meets the entry's.
+    #[test]
+    fn spans_holding_agrees_with_the_span_starts_on_built_ztocs() {
+        let layer = testkit::generate_layer(
+            11,
+            &testkit::LayerConfig { entries: 60, max_file_size: 40_000, pax_percent: 10 },
+        );
+        let gzip = testkit::gzip(&layer.tar, &testkit::GzipOptions::default());
+        for (blob, format) in [(&gzip, LayerFormat::Gzip), (&layer.tar, LayerFormat::Tar)] {
+            let options = BuildOptions { span_size: 4096, format: Some(format), ..BuildOptions::new("t") };
+            let ztoc = build_ztoc(&blob[..], &options).unwrap();
+            let zinfo = &ztoc.compression_info.zinfo;
+            let starts: Vec<u64> =
+                (0..zinfo.span_count()).map(|i| zinfo.span_start(i).unwrap().uncompressed.get()).collect();
+            assert!(starts.len() > 5, "{format:?}: small spans give many spans");
+            let mut checked = 0;
+            for entry in ztoc.toc.metadata.iter().filter(|e| e.uncompressed_size > 0) {
+                let (first, last) =
+                    zinfo.spans_holding(entry.uncompressed_offset, entry.uncompressed_size).unwrap();
+                let (start, end) = (
+                    entry.uncompressed_offset.get(),
+                    entry.uncompressed_offset.get() + entry.uncompressed_size,
+                );
+                let holding: Vec<usize> = (0..starts.len())
+                    .filter(|&i| starts[i] < end && starts.get(i + 1).is_none_or(|&next| next > start))
+                    .collect();
+                assert_eq!((first, last), (holding[0], *holding.last().unwrap()), "{format:?}");
+                let (span_start, span_end) =
+                    zinfo.compressed_range(last, ztoc.compressed_archive_size).unwrap();
+                assert!(span_start < span_end && span_end.get() <= blob.len() as u64);
+                checked += 1;
+            }
+            assert!(checked > 20, "{format:?}");
+        }
     }
 }

@@ -6,7 +6,21 @@ use crate::Error;
 
 /// `sha256:<hex>` of `bytes`.
 pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+    digest_string(Sha256::digest(bytes))
+}
+
+/// `sha256:<hex>` of a finished hash.
+fn digest_string(hash: impl AsRef<[u8]>) -> String {
+    format!("sha256:{}", hex::encode(hash))
+}
+
+/// `Err(DigestMismatch)` unless content that hashed to `actual` is the content `expected` names.
+pub(crate) fn check_digest(expected: &str, actual: &str) -> Result<(), Error> {
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(Error::DigestMismatch { expected: expected.to_owned(), actual: actual.to_owned() })
+    }
 }
 
 /// Checks that `digest` is `sha256:` followed by 64 lowercase hex digits, the only form this client
@@ -71,7 +85,7 @@ impl DigestCounter {
     }
 
     pub(crate) fn finish(self) -> String {
-        format!("sha256:{}", hex::encode(self.hasher.finalize()))
+        digest_string(self.hasher.finalize())
     }
 }
 

@@ -20,20 +20,25 @@
 //! ```
 
 mod auth;
-mod blob;
+mod blobs;
 mod client;
 mod digest;
+mod download;
 mod error;
-#[cfg(feature = "index")]
-pub mod index_adapter;
+mod manifests;
 mod reference;
+mod referrers;
+mod response;
 mod retry;
+mod transport;
 
 pub use auth::{Anonymous, BoxFuture, CredentialSource, Credentials, Secret, StaticCredentials};
-pub use blob::BlobStream;
-pub use client::{Client, ClientConfig, Manifest, ManifestInfo, PushedBlob, PutManifest};
+pub use blobs::PushedBlob;
+pub use client::{Client, ClientConfig};
 pub use digest::{sha256_digest, validate_digest};
+pub use download::BlobStream;
 pub use error::{Error, Resource};
+pub use manifests::{Manifest, ManifestInfo, PutManifest};
 pub use reference::{Reference, Repository};
 pub use retry::RetryPolicy;
 

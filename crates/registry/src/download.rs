@@ -9,8 +9,9 @@ use futures_util::Stream;
 use reqwest::Method;
 use tracing::debug;
 
-use crate::client::{redact_url, transport_error};
-use crate::digest::DigestCounter;
+use crate::blobs::skip_prefix;
+use crate::digest::{check_digest, DigestCounter};
+use crate::transport::{redact_url, transport_error};
 use crate::{Client, Error, Repository};
 
 /// The bytes of a blob, chunk by chunk, as they arrive; never buffered whole.
@@ -79,7 +80,7 @@ impl BlobDownload {
     ) -> Result<BlobStream, Error> {
         let opened = client.open_blob(&repo, &digest, 0).await?;
         let total_size = expected_size.or(opened.total_size);
-        let url = client.api_url(&repo, &format!("blobs/{digest}"))?;
+        let url = client.blob_url(&repo, &digest)?;
         let download = BlobDownload {
             client,
             repo,
@@ -105,35 +106,15 @@ impl BlobDownload {
     async fn next_item(&mut self) -> Option<Result<Bytes, Error>> {
         while !self.done {
             let Some(response) = self.response.as_mut() else {
-                let offset = self.counter.len();
-                debug!(repository = %self.repo, digest = %self.digest, offset, "resuming blob download");
-                match self.client.open_blob(&self.repo, &self.digest, offset).await {
-                    Ok(opened) => {
-                        self.response_is_framed = opened.response.content_length().is_some();
-                        self.response = Some(opened.response);
-                        self.skip = opened.skip;
-                        self.total_size = self.total_size.or(opened.total_size);
-                    }
-                    // 416: there is nothing at `offset`, the blob is shorter than announced.
-                    Err(Error::Http { status: 416, .. }) if self.total_size.is_some() => {
-                        let expected = self.total_size.unwrap_or_default();
-                        let actual = self.counter.len();
-                        return self.fail(Error::SizeMismatch {
-                            digest: self.digest.clone(),
-                            expected,
-                            actual,
-                        });
-                    }
-                    Err(error) => return self.fail(error),
+                if let Err(error) = self.resume().await {
+                    return self.fail(error);
                 }
                 continue;
             };
             match response.chunk().await {
                 Ok(Some(mut chunk)) => {
                     if self.skip > 0 {
-                        let n = self.skip.min(chunk.len() as u64);
-                        chunk = chunk.slice(n as usize..);
-                        self.skip -= n;
+                        chunk = skip_prefix(chunk, &mut self.skip);
                         if chunk.is_empty() {
                             continue;
                         }
@@ -157,7 +138,7 @@ impl BlobDownload {
                     if let (Some(total), false) = (short, self.response_is_framed) {
                         // Without Content-Length a closed connection looks like a clean end.
                         let error = Error::InvalidResponse {
-                            url: self.blob_url(),
+                            url: redact_url(&self.url),
                             reason: format!("body ended after {received} of {total} bytes"),
                         };
                         if let Err(error) = self.after_failure(error).await {
@@ -178,6 +159,27 @@ impl BlobDownload {
             }
         }
         None
+    }
+
+    /// Opens the blob again at the first byte not received yet.
+    async fn resume(&mut self) -> Result<(), Error> {
+        let offset = self.counter.len();
+        debug!(repository = %self.repo, digest = %self.digest, offset, "resuming blob download");
+        match self.client.open_blob(&self.repo, &self.digest, offset).await {
+            Ok(opened) => {
+                self.response_is_framed = opened.response.content_length().is_some();
+                self.response = Some(opened.response);
+                self.skip = opened.skip;
+                self.total_size = self.total_size.or(opened.total_size);
+                Ok(())
+            }
+            // 416: there is nothing at `offset`, the blob is shorter than announced.
+            Err(Error::Http { status: 416, .. }) if self.total_size.is_some() => {
+                let expected = self.total_size.unwrap_or_default();
+                Err(Error::SizeMismatch { digest: self.digest.clone(), expected, actual: offset })
+            }
+            Err(error) => Err(error),
+        }
     }
 
     fn fail(&mut self, error: Error) -> Option<Result<Bytes, Error>> {
@@ -221,14 +223,6 @@ impl BlobDownload {
         if let Some(expected) = self.expected_size.filter(|&expected| expected != received) {
             return Err(Error::SizeMismatch { digest: self.digest.clone(), expected, actual: received });
         }
-        let actual = counter.finish();
-        if actual != self.digest {
-            return Err(Error::DigestMismatch { expected: self.digest.clone(), actual });
-        }
-        Ok(())
-    }
-
-    fn blob_url(&self) -> String {
-        redact_url(&self.url)
+        check_digest(&self.digest, &counter.finish())
     }
 }

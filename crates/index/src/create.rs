@@ -1,4 +1,5 @@
-//! The create pipeline, as named phases: resolve the image → select layers → build zTOCs → publish.
+//! The create pipeline, as named phases: resolve the image → (already indexed? see [`crate::status`]) →
+//! select layers → build zTOCs → publish.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -6,13 +7,13 @@ use std::time::Instant;
 
 use crate::build::build_ztocs;
 use crate::error::Error;
-use crate::indexed::already_indexed;
 use crate::options::CreateOptions;
 use crate::publish::publish;
 use crate::registry::Registry;
 use crate::report::{CreateReport, Observer, Outcome, PlatformReport};
 use crate::resolve::{resolve, ResolvedImage};
 use crate::select::select_layers;
+use crate::status::{image_status, State};
 
 /// Makes and pushes the SOCI index of the image `reference` (a tag or a digest) in `registry`.
 /// `tag` is the image's tag, needed for v2 (`<tag><suffix>`).
@@ -32,7 +33,10 @@ pub async fn create<R: Registry>(
         report.duration_ms = started.elapsed().as_millis() as u64;
         Ok(report)
     };
-    if !options.force && already_indexed(registry.as_ref(), &image, &binding).await? {
+    if !options.force
+        && image_status(registry.as_ref(), reference, &image, &binding, options).await?.state
+            == State::Indexed
+    {
         return finish(report, Outcome::AlreadyIndexed);
     }
 

@@ -4,7 +4,7 @@
 //! The pipeline, [`create()`], runs named phases:
 //! 1. [`resolve`]: fetch the image (manifest or index), refuse non-images and SOCI output, read the
 //!    manifests of the platforms to index;
-//! 2. [`indexed`]: stop if the image already has the index a run would make;
+//! 2. [`status`]: stop if the image already has the index a run would make (also `status`/`wait`);
 //! 3. [`select`]: which layers get a zTOC (typed [`SkipReason`]s for the others);
 //! 4. [`build`]: stream each eligible layer through the zTOC builder, largest first, and push its zTOC;
 //! 5. [`publish`]: the SOCI index manifests, then the [`Binding`] (v2 `<tag><suffix>`, or v1 referrers).
@@ -16,7 +16,6 @@ pub mod build;
 pub mod convert;
 pub mod create;
 mod error;
-pub mod indexed;
 pub mod json;
 pub mod media;
 pub mod oci;
@@ -27,6 +26,7 @@ mod report;
 pub mod resolve;
 pub mod select;
 pub mod soci;
+pub mod status;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -40,3 +40,4 @@ pub use report::{
     CreateReport, LayerReport, LayerResult, Observer, Outcome, PlatformReport, Silent, SkipReason,
 };
 pub use soci::{IndexVersion, UnknownIndexVersion};
+pub use status::{status, PlatformStatus, State, StatusReport};

@@ -420,3 +420,75 @@ async fn input_that_can_never_be_indexed_is_refused_by_name_before_any_build() {
     assert!(matches!(err, index::Error::BadSize { what: "image config", .. }), "{err}");
     assert!(registry.pushes().is_empty(), "{:?}", registry.pushes());
 }
+
+async fn state(registry: &Arc<MemoryRegistry>, version: IndexVersion) -> index::StatusReport {
+    index::status(registry.as_ref(), "app", Some("app"), &options(version)).await.unwrap()
+}
+
+#[tokio::test]
+async fn status_tells_not_indexed_indexed_stale_and_partial_in_v2() {
+    use index::Registry as _;
+    let image = two_platform_image(Style::Oci);
+    let registry = Arc::new(MemoryRegistry::with_deletes());
+    load(&registry, &image, "app");
+
+    let before = state(&registry, IndexVersion::V2).await;
+    assert_eq!((before.state, before.indexed), (index::State::NotIndexed, false));
+    assert_eq!(before.soci_tag.as_deref(), Some("app-soci"));
+    assert_eq!(before.image_index_digest, None);
+    assert_eq!(before.platforms.len(), 2);
+    assert_eq!(before.platforms[0].layers_eligible, 2, "amd64: shared + amd, the tiny layer is too small");
+    assert!(before.platforms.iter().all(|p| p.soci_index_digest.is_none() && p.layers_indexed == 0));
+
+    let created = run(&registry, IndexVersion::V2).await.unwrap();
+    let after = state(&registry, IndexVersion::V2).await;
+    assert_eq!((after.state, after.indexed), (index::State::Indexed, true));
+    assert_eq!(after.image_index_digest, created.image_index_digest);
+    for (platform, made) in after.platforms.iter().zip(&created.platforms) {
+        assert_eq!(platform.soci_index_digest, made.soci_index_digest);
+        assert_eq!(platform.layers_indexed, platform.layers_eligible);
+        assert_eq!(platform.ztocs, platform.layers_indexed);
+    }
+
+    // One platform's SOCI index removed: partial, and create rebuilds.
+    let arm_index = after.platforms[1].soci_index_digest.clone().unwrap();
+    assert!(registry.delete_manifest(&arm_index).await.unwrap());
+    let partial = state(&registry, IndexVersion::V2).await;
+    assert_eq!(partial.state, index::State::Partial);
+    assert_eq!(partial.platforms[1].soci_index_digest, None);
+    assert_eq!(run(&registry, IndexVersion::V2).await.unwrap().outcome, Outcome::Created);
+    assert_eq!(state(&registry, IndexVersion::V2).await.state, index::State::Indexed);
+
+    // The tag re-pointed to another image: the -soci tag binds the old one.
+    let other = image_with_seed(30);
+    load(&registry, &other, "app");
+    let stale = state(&registry, IndexVersion::V2).await;
+    assert_eq!((stale.state, stale.indexed), (index::State::Stale, false));
+    assert_eq!(stale.image_digest, other.root.0);
+}
+
+#[tokio::test]
+async fn status_tells_not_indexed_indexed_and_partial_in_v1() {
+    use index::Registry as _;
+    let image = two_platform_image(Style::Oci);
+    let registry = Arc::new(MemoryRegistry::with_deletes());
+    load(&registry, &image, "app");
+    assert_eq!(state(&registry, IndexVersion::V1).await.state, index::State::NotIndexed);
+    let created = run(&registry, IndexVersion::V1).await.unwrap();
+    let after = state(&registry, IndexVersion::V1).await;
+    assert_eq!((after.state, after.soci_tag.clone()), (index::State::Indexed, None));
+    assert_eq!(after.platforms[0].soci_index_digest, created.platforms[0].soci_index_digest);
+    let amd_index = after.platforms[0].soci_index_digest.clone().unwrap();
+    assert!(registry.delete_manifest(&amd_index).await.unwrap());
+    assert_eq!(state(&registry, IndexVersion::V1).await.state, index::State::Partial);
+}
+
+/// A one-platform image whose layers come from `seed`.
+fn image_with_seed(seed: u64) -> TestImage {
+    image(
+        Style::Oci,
+        vec![("linux/amd64".into(), vec![TestLayer::gzip(seed, &small(), 6, false)])],
+        false,
+        false,
+    )
+}

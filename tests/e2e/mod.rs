@@ -4,6 +4,7 @@ mod cli_errors;
 mod corpus;
 mod create;
 mod extract;
+mod status;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

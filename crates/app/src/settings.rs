@@ -82,6 +82,24 @@ pub fn parse_tag_suffix(text: &str) -> Result<String, SettingError> {
     Ok(text.to_owned())
 }
 
+/// A duration: plain seconds (`30`), or a number with `ms`, `s`, `m` or `h` (`90s`, `10m`, `1h`).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, SettingError> {
+    let trimmed = text.trim();
+    let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+    let (digits, unit) = trimmed.split_at(split);
+    let millis_per_unit: u64 = match unit {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => 0,
+    };
+    match digits.parse::<u64>().ok().and_then(|n| n.checked_mul(millis_per_unit)) {
+        Some(millis) if millis_per_unit > 0 => Ok(std::time::Duration::from_millis(millis)),
+        _ => Err(SettingError(format!("expected a duration such as 30, 90s, 10m or 1h, got {text:?}"))),
+    }
+}
+
 /// Where a registry is and how to talk to it: `http://` means plain HTTP, `https://` or no scheme TLS.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
@@ -165,6 +183,19 @@ mod tests {
         assert_eq!(parse_tag_suffix(".lazy").as_deref(), Ok(".lazy"));
         for bad in [":x", "-so ci", "/soci", "", &"x".repeat(65)] {
             assert!(parse_tag_suffix(bad).unwrap_err().0.contains("A-Z a-z 0-9"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn durations_in_seconds_minutes_and_hours() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        for bad in ["", "s", "ten", "5 days", "-3s", "99999999999999999999h"] {
+            assert!(parse_duration(bad).unwrap_err().0.contains("expected a duration"), "{bad:?}");
         }
     }
 

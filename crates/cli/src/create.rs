@@ -4,10 +4,9 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use index::oci::Platform;
 use index::{CreateOptions, CreateReport, IndexVersion, Observer, Outcome};
 
-use crate::connect::{self, RegistryArgs};
+use crate::args::{self, IndexArgs, RegistryArgs};
 use crate::observe::{self, Bars, Lines};
 
 /// Arguments of `create`.
@@ -18,23 +17,11 @@ pub struct Args {
     reference: String,
     #[command(flatten)]
     registry: RegistryArgs,
-    /// v2 (default): an image index tagged `<tag><suffix>` whose manifests carry the index (what Fargate
-    /// reads by default). v1: an index manifest with `subject`, found through the referrers API.
-    #[arg(long, value_name = "VERSION", default_value = "v2", value_parser = app::settings::parse_index_version)]
-    index_version: IndexVersion,
-    /// Layers smaller than this (compressed; e.g. 10485760 or 10MiB) are left out: they are cheap to
-    /// pull whole.
-    #[arg(long, value_name = "BYTES", default_value_t = index::DEFAULT_MIN_LAYER_SIZE, value_parser = app::settings::parse_min_layer_size)]
-    min_layer_size: u64,
+    #[command(flatten)]
+    index: IndexArgs,
     /// Uncompressed bytes between zTOC checkpoints.
     #[arg(long, value_name = "BYTES", default_value_t = ztoc::DEFAULT_SPAN_SIZE, value_parser = app::settings::parse_span_size)]
     span_size: u64,
-    /// Index only this platform (`os/arch[/variant]`); repeat for several. Default: every platform.
-    #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
-    platforms: Vec<Platform>,
-    /// v2: the SOCI index is pushed as `<tag><suffix>`; the original tag is never moved.
-    #[arg(long, value_name = "S", default_value = index::DEFAULT_TAG_SUFFIX, value_parser = app::settings::parse_tag_suffix)]
-    tag_suffix: String,
     /// Identifier written into zTOCs and indexes.
     #[arg(long, value_name = "S", default_value = app::DEFAULT_BUILD_TOOL)]
     build_tool_identifier: String,
@@ -47,11 +34,6 @@ pub struct Args {
     /// Print one JSON object on stdout: the summary, or `{"error": ...}` on failure.
     #[arg(long)]
     json: bool,
-}
-
-fn parse_platform(spec: &str) -> Result<Platform, String> {
-    Platform::parse(spec)
-        .ok_or_else(|| format!("expected OS/ARCH or OS/ARCH/VARIANT, e.g. linux/arm64, got {spec:?}"))
 }
 
 /// Runs `create`.
@@ -73,14 +55,11 @@ async fn run_async(args: &Args) -> Result<()> {
     let connected = args.registry.connect(&args.reference)?;
     let reference = &connected.reference;
     let options = CreateOptions {
-        index_version: args.index_version,
-        min_layer_size: args.min_layer_size,
         span_size: args.span_size,
-        platforms: args.platforms.clone(),
-        tag_suffix: args.tag_suffix.clone(),
         build_tool_identifier: args.build_tool_identifier.clone(),
         concurrency: args.concurrency.unwrap_or_else(index::default_concurrency),
         force: args.force,
+        ..args.index.options()
     };
     let observer: Arc<dyn Observer> = if std::io::stderr().is_terminal() && !args.json {
         Arc::new(Bars::default())
@@ -98,7 +77,7 @@ async fn run_async(args: &Args) -> Result<()> {
     let mut report = match result {
         Ok(report) => report,
         Err(e) => {
-            let hint = connect::hint(&e).map(|hint| format!(" ({hint})")).unwrap_or_default();
+            let hint = args::hint(&e).map(|hint| format!(" ({hint})")).unwrap_or_default();
             return Err(anyhow::Error::new(e).context(format!("cannot index {}{hint}", args.reference)));
         }
     };

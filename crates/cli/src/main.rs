@@ -1,13 +1,14 @@
 //! `soci-indexer`: build SOCI zTOCs for container image layers, inspect them, and read files back
 //! out of a layer by random access.
 
-mod connect;
+mod args;
 mod create;
 mod extract;
 mod info;
 mod observe;
 mod output;
 mod progress;
+mod status;
 mod ztoc_cmd;
 
 use std::process::ExitCode;
@@ -58,6 +59,31 @@ soci-indexer create 123456789012.dkr.ecr.us-east-1.amazonaws.com/app:1.4 --usern
 soci-indexer create localhost:5000/app:latest --plain-http --platform linux/arm64 --json"
     )]
     Create(create::Args),
+    /// Say whether the image a reference points to now is lazy-loadable, and what to deploy.
+    #[command(
+        long_about = "Say whether the image REF points to now is lazy-loadable, per platform, and which \
+reference to deploy.\n\n\
+v2: <tag><suffix> exists and binds exactly this image (its manifests, converted and annotated). v1: a SOCI \
+index refers to the image (referrers API, else the sha256-<digest> tag). States: indexed; not-indexed; \
+stale (<tag><suffix> binds another image: the tag was re-pointed since); partial (some platforms with \
+eligible layers have no SOCI index).\n\n\
+Exit status: 0 indexed, 3 not indexed (or stale, or partial), 1 error (unknown image, credentials, \
+network), 2 usage.",
+        after_help = "Examples:\n  \
+soci-indexer status 123456789012.dkr.ecr.us-east-1.amazonaws.com/app:1.4 --username AWS --password-stdin\n  \
+soci-indexer status localhost:5000/app:latest --plain-http --json"
+    )]
+    Status(status::Args),
+    /// Wait until the image a reference points to is lazy-loadable (for deploy pipelines).
+    #[command(
+        long_about = "Check `status` until the image is indexed (exit 0), an error that another check cannot \
+fix happens (unknown image or repository, credentials: exit 1 at once), or --timeout passes (exit 3, with \
+the last state). Checks start --interval apart and slow down to one every 15 s. Put it between the push \
+and the deploy, so tasks never start before their index exists.",
+        after_help = "Example:\n  \
+docker push $IMAGE:1.4 && soci-indexer wait $IMAGE:1.4 --timeout 10m && aws ecs update-service ..."
+    )]
+    Wait(status::WaitArgs),
     /// Build the zTOC of one layer blob (gzip or plain tar, detected from its bytes).
     #[command(
         long_about = "Build the zTOC of one layer blob.\n\n\
@@ -102,14 +128,17 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    let done = |result: anyhow::Result<()>| result.map(|()| ExitCode::SUCCESS);
     let result = match cli.command {
-        Command::Create(args) => create::run(args),
-        Command::Ztoc(args) => ztoc_cmd::run(args),
-        Command::ZtocInfo(args) => info::run(args),
-        Command::Extract(args) => extract::run(args),
+        Command::Create(args) => done(create::run(args)),
+        Command::Status(args) => status::run(args),
+        Command::Wait(args) => status::wait(args),
+        Command::Ztoc(args) => done(ztoc_cmd::run(args)),
+        Command::ZtocInfo(args) => done(info::run(args)),
+        Command::Extract(args) => done(extract::run(args)),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE

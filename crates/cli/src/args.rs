@@ -1,5 +1,5 @@
-//! Flags every registry verb takes (the image reference, plain HTTP, credentials), and the client they
-//! make, bound to the image's repository.
+//! Flags the registry verbs share: how to reach the registry (plain HTTP, credentials) and which index
+//! to look for or make (version, suffix, platforms, minimum layer size).
 
 use std::io::Read;
 use std::sync::Arc;
@@ -19,6 +19,43 @@ pub struct RegistryArgs {
     /// Read the registry password from stdin.
     #[arg(long, requires = "username")]
     pub password_stdin: bool,
+}
+
+/// Which SOCI index: what `create` makes and what `status` and `wait` look for.
+#[derive(Clone, Debug, clap::Args)]
+pub struct IndexArgs {
+    /// v2 (default): an image index tagged `<tag><suffix>` whose manifests carry the index (what Fargate
+    /// reads by default). v1: an index manifest with `subject`, found through the referrers API.
+    #[arg(long, value_name = "VERSION", default_value = "v2", value_parser = app::settings::parse_index_version)]
+    pub index_version: index::IndexVersion,
+    /// v2: the SOCI index is tagged `<tag><suffix>`; the original tag is never moved.
+    #[arg(long, value_name = "S", default_value = index::DEFAULT_TAG_SUFFIX, value_parser = app::settings::parse_tag_suffix)]
+    pub tag_suffix: String,
+    /// Only this platform (`os/arch[/variant]`); repeat for several. Default: every platform.
+    #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
+    pub platforms: Vec<index::oci::Platform>,
+    /// Layers smaller than this (compressed; e.g. 10485760 or 10MiB) get no zTOC: they are cheap to
+    /// pull whole.
+    #[arg(long, value_name = "BYTES", default_value_t = index::DEFAULT_MIN_LAYER_SIZE, value_parser = app::settings::parse_min_layer_size)]
+    pub min_layer_size: u64,
+}
+
+fn parse_platform(spec: &str) -> Result<index::oci::Platform, String> {
+    index::oci::Platform::parse(spec)
+        .ok_or_else(|| format!("expected OS/ARCH or OS/ARCH/VARIANT, e.g. linux/arm64, got {spec:?}"))
+}
+
+impl IndexArgs {
+    /// The engine's options, with the build settings at their defaults.
+    pub fn options(&self) -> index::CreateOptions {
+        index::CreateOptions {
+            index_version: self.index_version,
+            tag_suffix: self.tag_suffix.clone(),
+            platforms: self.platforms.clone(),
+            min_layer_size: self.min_layer_size,
+            ..index::CreateOptions::new(app::DEFAULT_BUILD_TOOL)
+        }
+    }
 }
 
 /// An image reference with the client for its repository.

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::error::{registry_error, Error};
 use crate::media;
 use crate::oci::{Descriptor, ImageConfigPlatform, Index, Manifest, Platform};
-use crate::registry::Registry;
+use crate::registry::{FetchedManifest, Registry};
 use crate::soci::IndexVersion;
 
 /// The largest image config read (a config is a few KiB; this bounds what a hostile registry can make
@@ -57,36 +57,7 @@ pub async fn resolve<R: Registry>(
         .await
         .map_err(registry_error(format!("fetching image {reference}")))?
         .ok_or_else(|| Error::ImageNotFound { reference: reference.into() })?;
-    let root_type = media_type_of(&root.media_type, &root.bytes);
-    let single = media::is_image_manifest(&root_type);
-    let (index, entries) = if media::is_image_index(&root_type) {
-        let index: Index = parse(&root.digest, &root.bytes)?;
-        if index.manifests().iter().any(|d| d.artifact_type == media::SOCI_INDEX_V2) {
-            return Err(Error::SociArtifact {
-                reference: reference.into(),
-                what: "an image index that already carries SOCI indexes (soci-indexer's own output)",
-            });
-        }
-        let entries = index.manifests().to_vec();
-        (Some(index), entries)
-    } else if single {
-        let manifest: Manifest = parse(&root.digest, &root.bytes)?;
-        if is_soci_index(&manifest) {
-            return Err(Error::SociArtifact { reference: reference.into(), what: "a SOCI index manifest" });
-        }
-        let platform = config_platform(registry, &manifest).await?;
-        let descriptor = Descriptor {
-            media_type: root_type.clone(),
-            digest: root.digest.clone(),
-            size: root.bytes.len() as i64,
-            platform: Some(platform),
-            ..Descriptor::default()
-        };
-        (None, vec![descriptor])
-    } else {
-        return Err(Error::NotAnImage { reference: reference.into(), media_type: root_type });
-    };
-
+    let (index, entries) = read_root(registry, reference, &root).await?;
     let wanted = select_platforms(&entries, platforms)?;
     if wanted.is_empty() {
         return Err(match entries.iter().find(|d| media::is_image_index(&d.media_type)) {
@@ -106,32 +77,81 @@ pub async fn resolve<R: Registry>(
         if !(selected || version == IndexVersion::V2) || !media::is_image_manifest(&descriptor.media_type) {
             continue;
         }
-        let manifest = if single {
-            parse::<Manifest>(&root.digest, &root.bytes)?
-        } else {
-            let fetched = registry
-                .get_manifest(&descriptor.digest)
-                .await
-                .map_err(registry_error(format!("fetching manifest {}", descriptor.digest)))?
-                .ok_or_else(|| Error::ImageNotFound { reference: descriptor.digest.clone() })?;
-            parse::<Manifest>(&descriptor.digest, &fetched.bytes)?
-        };
-        check_layers(&descriptor.digest, &manifest)?;
-        if selected && !is_image_config(&manifest.config.media_type) {
-            return Err(Error::NotAnImage {
-                reference: descriptor.digest.clone(),
-                media_type: format!(
-                    "manifest of {} (config {})",
-                    descriptor.media_type, manifest.config.media_type
-                ),
-            });
-        }
+        let manifest = read_manifest(registry, &root, image.index.is_none(), descriptor, selected).await?;
         image.manifests.insert(descriptor.digest.clone(), manifest.clone());
         if selected {
             image.selected.insert(position, PlatformImage { descriptor: descriptor.clone(), manifest });
         }
     }
     Ok(image)
+}
+
+/// The image index (if the root is one) and its entries; a single manifest becomes one made-up entry
+/// with the platform from its config. Refuses what is not an image, and SOCI output.
+async fn read_root<R: Registry>(
+    registry: &R,
+    reference: &str,
+    root: &FetchedManifest,
+) -> Result<(Option<Index>, Vec<Descriptor>), Error> {
+    let root_type = media_type_of(&root.media_type, &root.bytes);
+    if media::is_image_index(&root_type) {
+        let index: Index = parse(&root.digest, &root.bytes)?;
+        if index.manifests().iter().any(|d| d.artifact_type == media::SOCI_INDEX_V2) {
+            return Err(Error::SociArtifact {
+                reference: reference.into(),
+                what: "an image index that already carries SOCI indexes (soci-indexer's own output)",
+            });
+        }
+        let entries = index.manifests().to_vec();
+        return Ok((Some(index), entries));
+    }
+    if !media::is_image_manifest(&root_type) {
+        return Err(Error::NotAnImage { reference: reference.into(), media_type: root_type });
+    }
+    let manifest: Manifest = parse(&root.digest, &root.bytes)?;
+    if is_soci_index(&manifest) {
+        return Err(Error::SociArtifact { reference: reference.into(), what: "a SOCI index manifest" });
+    }
+    let platform = config_platform(registry, &manifest).await?;
+    let descriptor = Descriptor {
+        media_type: root_type,
+        digest: root.digest.clone(),
+        size: root.bytes.len() as i64,
+        platform: Some(platform),
+        ..Descriptor::default()
+    };
+    Ok((None, vec![descriptor]))
+}
+
+/// One image manifest of the image (the root itself for a single-manifest image), checked.
+async fn read_manifest<R: Registry>(
+    registry: &R,
+    root: &FetchedManifest,
+    single: bool,
+    descriptor: &Descriptor,
+    selected: bool,
+) -> Result<Manifest, Error> {
+    let manifest = if single {
+        parse::<Manifest>(&root.digest, &root.bytes)?
+    } else {
+        let fetched = registry
+            .get_manifest(&descriptor.digest)
+            .await
+            .map_err(registry_error(format!("fetching manifest {}", descriptor.digest)))?
+            .ok_or_else(|| Error::ImageNotFound { reference: descriptor.digest.clone() })?;
+        parse::<Manifest>(&descriptor.digest, &fetched.bytes)?
+    };
+    check_layers(&descriptor.digest, &manifest)?;
+    if selected && !is_image_config(&manifest.config.media_type) {
+        return Err(Error::NotAnImage {
+            reference: descriptor.digest.clone(),
+            media_type: format!(
+                "manifest of {} (config {})",
+                descriptor.media_type, manifest.config.media_type
+            ),
+        });
+    }
+    Ok(manifest)
 }
 
 /// The platform of a single-manifest image, from its config (empty when the config does not say).

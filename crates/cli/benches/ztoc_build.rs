@@ -56,6 +56,21 @@ fn bench_layer() -> PathBuf {
     layer
 }
 
+/// Inflates the whole layer in-process (zlib-rs through flate2): the floor any builder pays.
+fn inflate_all(layer: &std::path::Path) -> u64 {
+    let file = std::io::BufReader::with_capacity(256 * 1024, std::fs::File::open(layer).expect("open"));
+    let mut decoder = flate2::read::MultiGzDecoder::new(file);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = decoder.read(&mut buf).expect("inflate");
+        if n == 0 {
+            return total;
+        }
+        total += n as u64;
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing we need: run only on bench.
     if !std::env::args().any(|a| a == "--bench") {
@@ -82,18 +97,7 @@ fn main() {
         runs,
         || {
             let start = Instant::now();
-            let file =
-                std::io::BufReader::with_capacity(256 * 1024, std::fs::File::open(&layer).expect("open"));
-            let mut decoder = flate2::read::MultiGzDecoder::new(file);
-            let mut buf = vec![0u8; 256 * 1024];
-            let mut total = 0u64;
-            loop {
-                let n = decoder.read(&mut buf).expect("inflate");
-                if n == 0 {
-                    break;
-                }
-                total += n as u64;
-            }
+            let total = inflate_all(&layer);
             (start.elapsed(), total)
         },
         |r| r.0,

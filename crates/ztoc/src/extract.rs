@@ -8,7 +8,7 @@ use std::ops::RangeInclusive;
 use crate::error::Error;
 use crate::model::{EntryType, FileMetadata, Zinfo, Ztoc};
 use crate::offset::{CompressedOffset, UncompressedOffset};
-use crate::zinfo::GzipZinfo;
+use crate::zinfo::{GzipZinfo, SpanError};
 use crate::zlib::{Flush, Inflater, WINDOW_BITS_AUTO, WINDOW_BITS_RAW};
 
 /// Random access to the bytes of a layer blob (a local file here; an HTTP range reader elsewhere).
@@ -113,6 +113,8 @@ pub fn extract_entry(
             ztoc.compressed_archive_size
         )));
     }
+    // Everything the zTOC says about spans is checked before anything is fetched or allocated.
+    ztoc.compression_info.zinfo.check_fits(CompressedOffset(blob_size))?;
     let digests = &ztoc.compression_info.span_digests;
     if digests.len() != ztoc.compression_info.zinfo.span_count() {
         return Err(Error::LayerMismatch(format!(
@@ -206,13 +208,19 @@ fn extract_gzip(
         if span == first {
             if bits != 0 {
                 // The span starts with the last byte of the previous block; its top `bits` bits are ours.
-                stream.inflater.prime(bits, data[0] >> (8 - bits)).map_err(|e| corrupt(e.message))?;
-                data = &data[1..];
+                let (&shared, rest) = data.split_first().ok_or(SpanError::OutsideLayer {
+                    index: span,
+                    start: checkpoint.input.get(),
+                    end: checkpoint.input.get(),
+                    layer_size: reader.layer_size.get(),
+                })?;
+                stream.inflater.prime(bits, shared >> (8 - bits)).map_err(|e| corrupt(e.message))?;
+                data = rest;
             }
             stream.inflater.set_dictionary(checkpoint.window).map_err(|e| corrupt(e.message))?;
         } else if bits != 0 {
             // That shared byte was already fed as the last byte of the previous span.
-            data = &data[1..];
+            data = data.get(1..).unwrap_or_default();
         }
         stream.feed(data, out).map_err(|e| match e {
             FeedError::Zlib(message) => corrupt(message),

@@ -105,6 +105,14 @@ pub enum SpanError {
         /// Its length.
         len: u64,
     },
+    /// A plain tar layer's spans describe a tar of another size than the layer.
+    #[error("the spans cover a tar of {tar_size} bytes, but the layer is {layer_size} bytes")]
+    TarSizeMismatch {
+        /// `TarZinfo.size`.
+        tar_size: i64,
+        /// Size of the layer blob.
+        layer_size: u64,
+    },
     /// A tar zinfo whose span size is not positive.
     #[error("span size {0} is not positive")]
     BadSpanSize(i64),
@@ -312,7 +320,8 @@ impl GzipZinfo {
             Ok(next) => next.input,
             Err(_) => layer_size,
         };
-        if start > end || end > layer_size {
+        // A span that starts one byte back must hold that byte: its checkpoint lies inside it.
+        if checkpoint.input > end || end > layer_size {
             return Err(SpanError::OutsideLayer {
                 index,
                 start: start.get(),
@@ -440,6 +449,18 @@ impl Zinfo {
         })
     }
 
+    /// Checks that every span lies inside a layer of `layer_size` bytes (for a plain tar, that the spans
+    /// cover exactly the layer), so that no later question about a span can point outside the layer.
+    pub fn check_fits(&self, layer_size: CompressedOffset) -> Result<(), SpanError> {
+        if let Zinfo::Tar(t) = self {
+            t.positive_span_size()?;
+            if u64::try_from(t.size).ok() != Some(layer_size.get()) {
+                return Err(SpanError::TarSizeMismatch { tar_size: t.size, layer_size: layer_size.get() });
+            }
+        }
+        (0..self.span_count()).try_for_each(|index| self.compressed_range(index, layer_size).map(drop))
+    }
+
     /// Compressed byte range `[start, end)` of span `index` (what its digest covers) in a layer of
     /// `layer_size` bytes.
     pub fn compressed_range(
@@ -559,6 +580,30 @@ mod tests {
             let bad = Zinfo::Tar(TarZinfo { version: TAR_ZINFO_VERSION, span_size, size: 3000 });
             assert_eq!(bad.span_of(UncompressedOffset(0)), Err(SpanError::BadSpanSize(span_size)));
         }
+    }
+
+    #[test]
+    fn check_fits_refuses_spans_outside_the_layer() {
+        let tar = |span_size, size| Zinfo::Tar(TarZinfo { version: TAR_ZINFO_VERSION, span_size, size });
+        assert_eq!(tar(1024, 3000).check_fits(CompressedOffset(3000)), Ok(()));
+        assert_eq!(
+            tar(1 << 40, 3000).check_fits(CompressedOffset(2999)),
+            Err(SpanError::TarSizeMismatch { tar_size: 3000, layer_size: 2999 })
+        );
+        assert_eq!(tar(0, 3000).check_fits(CompressedOffset(3000)), Err(SpanError::BadSpanSize(0)));
+
+        let gzip = |checkpoints: &[(u64, u64, u8)]| Zinfo::Gzip(gzip_zinfo(checkpoints));
+        assert_eq!(gzip(&[(10, 0, 0), (40, 5000, 3)]).check_fits(CompressedOffset(100)), Ok(()));
+        // A last checkpoint with bits one byte past the end would make an empty span that must hold a byte.
+        assert_eq!(
+            gzip(&[(10, 0, 0), (101, 5000, 3)]).check_fits(CompressedOffset(100)),
+            Err(SpanError::OutsideLayer { index: 0, start: 10, end: 101, layer_size: 100 })
+        );
+        assert_eq!(
+            gzip(&[(101, 0, 3)]).check_fits(CompressedOffset(100)),
+            Err(SpanError::OutsideLayer { index: 0, start: 100, end: 100, layer_size: 100 })
+        );
+        assert_eq!(gzip(&[]).check_fits(CompressedOffset(0)), Ok(()), "no span, nothing outside");
     }
 
     /// The spans `spans_holding` names are exactly those whose uncompressed data meets the entry's.

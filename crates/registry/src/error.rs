@@ -44,12 +44,14 @@ pub enum Error {
     },
 
     /// The registry still answered 401 after authenticating (or could not authenticate at all).
+    ///
+    /// The message says what happened only: the binaries add how to fix it (flags, IAM permissions).
     #[error(
-        "{registry}: unauthorized (401){}",
+        "{registry}: unauthorized (401): {}",
         if *credentials_sent {
-            ": the registry rejected the credentials (CLI: check --username/--password-stdin; Lambda: check its ecr:GetAuthorizationToken permission and the registry it is pointed at)"
+            "the registry rejected the credentials"
         } else {
-            ": the registry requires credentials (CLI: pass --username and --password-stdin)"
+            "the registry requires credentials"
         }
     )]
     Unauthorized {

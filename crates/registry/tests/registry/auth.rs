@@ -31,7 +31,8 @@ async fn basic_auth_success_and_failures() {
     match wrong.get_manifest(&repo, "v1").await {
         Err(error @ Error::Unauthorized { credentials_sent: true, .. }) => {
             let message = error.to_string();
-            assert!(message.contains("--username"), "{message}");
+            assert!(message.contains("the registry rejected the credentials"), "{message}");
+            assert_says_what_not_what_to_do(&message);
             assert!(!message.contains("wrong-password"), "{message}");
             assert!(!error.is_retryable());
         }
@@ -39,8 +40,21 @@ async fn basic_auth_success_and_failures() {
     }
 
     match anonymous_client().get_manifest(&repo, "v1").await {
-        Err(Error::Unauthorized { registry: r, credentials_sent: false }) => assert_eq!(r, proxy.host()),
+        Err(error @ Error::Unauthorized { credentials_sent: false, .. }) => {
+            let message = error.to_string();
+            assert!(message.contains("the registry requires credentials"), "{message}");
+            assert_says_what_not_what_to_do(&message);
+            let Error::Unauthorized { registry: r, .. } = error else { unreachable!() };
+            assert_eq!(r, proxy.host());
+        }
         other => panic!("{other:?}"),
+    }
+}
+
+/// The library says what happened; the CLI and the Lambda add their own hints (flags, IAM).
+fn assert_says_what_not_what_to_do(message: &str) {
+    for advice in ["--", "CLI", "Lambda", "GetAuthorizationToken", "permission"] {
+        assert!(!message.contains(advice), "{advice:?} in {message}");
     }
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests against a real registry (CNCF distribution 2.8, Debian's `docker-registry`),
 //! behind testkit's proxies where a real registry cannot show a behaviour (ECR-style redirects,
-//! injected faults, the referrers API), and a scripted server for bearer-token services.
+//! injected faults, the referrers API), and scripted servers for bearer-token services and for
+//! answers that are slow, stall, never come or never end.
 
 #[path = "registry/auth.rs"]
 mod auth;
@@ -8,6 +9,8 @@ mod auth;
 mod blobs;
 #[path = "registry/fake.rs"]
 mod fake;
+#[path = "registry/hostile.rs"]
+mod hostile;
 #[path = "registry/manifests.rs"]
 mod manifests;
 #[path = "registry/protocol.rs"]
@@ -18,5 +21,7 @@ mod redirects;
 mod referrers;
 #[path = "registry/retries.rs"]
 mod retries;
+#[path = "registry/script.rs"]
+mod script;
 #[path = "registry/support.rs"]
 mod support;

@@ -120,7 +120,7 @@ impl Drop for FakeServer {
     }
 }
 
-async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<RawRequest> {
+pub async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<RawRequest> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {

@@ -1,5 +1,6 @@
 //! Random-access extraction through our own zTOCs returns every regular file of generated layers
-//! byte for byte: the proof that checkpoints, windows, bits and span digests are right.
+//! byte for byte: the proof that checkpoints, windows, bits and span digests are right. Also `ztoc`
+//! and `ztoc-info` at the edges of the format (span sizes, negative size fields).
 
 use std::io::Cursor;
 
@@ -147,4 +148,70 @@ fn cli_extract_writes_the_file_and_follows_hard_links() {
     let to_stdout = run(&[os("extract"), blob_path.as_os_str(), ztoc_path.as_os_str(), os(name)]);
     assert!(to_stdout.status.success());
     assert_eq!(&to_stdout.stdout, content);
+}
+
+// `ztoc` and `ztoc-info` at the edges of the format, and extraction through what they write.
+
+/// A gzip layer: a symlink whose base-256 size field says -1, then a regular file.
+fn layer_with_a_negative_size() -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_path("link").unwrap();
+    link.set_link_name("file").unwrap();
+    link.set_mode(0o777);
+    link.as_mut_bytes()[124..136].copy_from_slice(&[0xff; 12]);
+    link.set_cksum();
+    builder.append(&link, &b""[..]).unwrap();
+    let mut file = tar::Header::new_gnu();
+    file.set_path("file").unwrap();
+    file.set_size(5);
+    file.set_mode(0o644);
+    file.set_cksum();
+    builder.append(&file, &b"hello"[..]).unwrap();
+    gzip(&builder.into_inner().unwrap(), &GzipOptions::default())
+}
+
+#[test]
+fn span_sizes_the_format_cannot_hold_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let layer = dir.path().join("layer.tar.gz");
+    std::fs::write(&layer, layer_with_a_negative_size()).unwrap();
+    let out = dir.path().join("out.ztoc");
+    for too_big in ["9223372036854775808", "18446744073709551615"] {
+        let output =
+            run(&[os("ztoc"), layer.as_os_str(), os("-o"), out.as_os_str(), os("--span-size"), os(too_big)]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "a usage error: {stderr}");
+        assert!(stderr.contains("--span-size") && stderr.contains(too_big), "{stderr}");
+        assert!(!out.exists(), "nothing written");
+    }
+    let largest = i64::MAX.to_string();
+    let output =
+        run(&[os("ztoc"), layer.as_os_str(), os("-o"), out.as_os_str(), os("--span-size"), os(&largest)]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let ztoc = ztoc::codec::decode(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(ztoc.compression_info.zinfo.span_size(), ztoc::MAX_SPAN_SIZE);
+}
+
+#[test]
+fn ztoc_info_reads_a_negative_size_as_soci_stores_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let layer = dir.path().join("layer.tar.gz");
+    std::fs::write(&layer, layer_with_a_negative_size()).unwrap();
+    let out = dir.path().join("out.ztoc");
+    let built = run(&[os("ztoc"), layer.as_os_str(), os("-o"), out.as_os_str()]);
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let info = run(&[os("ztoc-info"), out.as_os_str(), os("--json")]);
+    assert!(info.status.success(), "{}", String::from_utf8_lossy(&info.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    let files = report["files"].as_array().unwrap();
+    assert_eq!(files[0]["filename"], "link");
+    assert_eq!(files[0]["size"], -1);
+    assert_eq!((&files[0]["start_span"], &files[0]["end_span"]), (&0.into(), &0.into()));
+    assert_eq!((&files[1]["filename"], &files[1]["size"]), (&"file".into(), &5.into()));
+
+    let extracted = run(&[os("extract"), layer.as_os_str(), out.as_os_str(), os("file")]);
+    assert!(extracted.status.success(), "{}", String::from_utf8_lossy(&extracted.stderr));
+    assert_eq!(extracted.stdout, b"hello");
 }

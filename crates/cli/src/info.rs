@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use ztoc::{FileMetadata, Zinfo, Ztoc};
+use ztoc::{EntryType, FileMetadata, Zinfo, Ztoc};
 
 /// Arguments of `ztoc-info`.
 #[derive(Debug, clap::Args)]
@@ -51,7 +51,8 @@ struct FileReport {
     #[serde(rename = "type")]
     kind: &'static str,
     offset: u64,
-    size: u64,
+    /// The size field as stored (negative for some header-only entries, as soci stores them).
+    size: i64,
     /// `null` when the zTOC's spans cannot hold the entry's data.
     start_span: Option<usize>,
     end_span: Option<usize>,
@@ -73,8 +74,11 @@ fn lossy(bytes: &[u8]) -> String {
 }
 
 /// The first and last spans holding the entry's data (`None` when the zTOC's spans cannot hold it).
+/// Only regular files have data: Go's tar reader skips none for the other types, whatever their size
+/// field says (it may even be negative).
 fn entry_spans(ztoc: &Ztoc, entry: &FileMetadata) -> Option<(usize, usize)> {
-    ztoc.compression_info.zinfo.spans_holding(entry.uncompressed_offset, entry.uncompressed_size).ok()
+    let data = if entry.entry_type == EntryType::Reg { entry.uncompressed_size } else { 0 };
+    ztoc.compression_info.zinfo.spans_holding(entry.uncompressed_offset, data).ok()
 }
 
 fn report<'a>(ztoc: &'a Ztoc, bytes: &[u8]) -> Report<'a> {
@@ -101,7 +105,7 @@ fn report<'a>(ztoc: &'a Ztoc, bytes: &[u8]) -> Report<'a> {
                 filename: lossy(&e.name),
                 kind: e.entry_type.as_str(),
                 offset: e.uncompressed_offset.get(),
-                size: e.uncompressed_size,
+                size: e.size_field(),
                 start_span: spans.map(|(first, _)| first),
                 end_span: spans.map(|(_, last)| last),
                 mode: format!("{:o}", e.mode),
@@ -111,7 +115,7 @@ fn report<'a>(ztoc: &'a Ztoc, bytes: &[u8]) -> Report<'a> {
                 gname: lossy(&e.gname),
                 mod_time: e.mod_time.clone(),
                 linkname: lossy(&e.linkname),
-                device: matches!(e.entry_type, ztoc::EntryType::Char | ztoc::EntryType::Block)
+                device: matches!(e.entry_type, EntryType::Char | EntryType::Block)
                     .then_some((e.devmajor, e.devminor)),
                 pax_records: e.pax_records.iter().map(|r| (lossy(&r.key), lossy(&r.value))).collect(),
             }

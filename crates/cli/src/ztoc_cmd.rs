@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use ztoc::{BuildOptions, ZtocBuilder, DEFAULT_SPAN_SIZE};
+use ztoc::{BuildOptions, ZtocBuilder, DEFAULT_SPAN_SIZE, MAX_SPAN_SIZE};
 
 use crate::output::write_atomically;
 use crate::progress::Progress;
@@ -20,7 +20,12 @@ pub struct Args {
     #[arg(short, long, value_name = "OUT")]
     output: PathBuf,
     /// Uncompressed bytes between checkpoints: smaller spans mean finer-grained fetches and a bigger zTOC.
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_SPAN_SIZE, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = DEFAULT_SPAN_SIZE,
+        value_parser = clap::value_parser!(u64).range(1..=MAX_SPAN_SIZE)
+    )]
     span_size: u64,
     /// Identifier written into the zTOC (soci's CLI writes `AWS SOCI CLI v0.2`).
     #[arg(long, value_name = "STRING", default_value = crate::DEFAULT_BUILD_TOOL)]

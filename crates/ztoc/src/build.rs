@@ -9,9 +9,9 @@ use sha2::{Digest, Sha256};
 
 use crate::error::Error;
 use crate::gzip::CheckpointingInflater;
-use crate::model::{CompressionInfo, Toc, Zinfo, Ztoc, DEFAULT_SPAN_SIZE, ZTOC_VERSION};
+use crate::model::{first_overlap, CompressionInfo, Toc, Zinfo, Ztoc, DEFAULT_SPAN_SIZE, ZTOC_VERSION};
 use crate::offset::CompressedOffset;
-use crate::tar::TarWalker;
+use crate::tar::{TarError, TarWalker};
 use crate::zinfo::{TarZinfo, TAR_ZINFO_VERSION};
 
 /// How a layer blob is encoded.
@@ -114,6 +114,10 @@ impl ZtocBuilder {
         if options.span_size == 0 {
             return Err(Error::ZeroSpanSize);
         }
+        if options.span_size > crate::MAX_SPAN_SIZE {
+            // The zTOC stores it as an i64: a larger one would be written negative and never read back.
+            return Err(Error::SpanSizeTooLarge(options.span_size));
+        }
         let mut builder =
             ZtocBuilder { options, pass: Pass::Detecting(Vec::new()), walker: TarWalker::new(), fed: 0 };
         if let Some(format) = builder.options.format {
@@ -198,6 +202,16 @@ impl ZtocBuilder {
             }
         };
         let (metadata, uncompressed_archive_size) = self.walker.finish()?;
+        // soci would write this zTOC and then fail to read it back; so would we.
+        if let Some(overlap) = first_overlap(&metadata) {
+            let previous = &metadata[overlap.previous];
+            return Err(Error::Tar(TarError::SizeOverrunsNextEntry {
+                name: String::from_utf8_lossy(&previous.name).into_owned(),
+                data_offset: previous.uncompressed_offset.get(),
+                size: previous.size_field(),
+                next_offset: metadata[overlap.index].uncompressed_offset.get(),
+            }));
+        }
         Ok(Ztoc {
             version: ZTOC_VERSION.to_string(),
             build_tool_identifier: self.options.build_tool_identifier,

@@ -39,6 +39,9 @@ pub enum Error {
     /// The span size is zero.
     #[error("span size must be at least 1 byte")]
     ZeroSpanSize,
+    /// The span size does not fit the format (a signed 64-bit integer).
+    #[error("span size {0} is too large: a zTOC holds at most {max}", max = crate::MAX_SPAN_SIZE)]
+    SpanSizeTooLarge(u64),
     /// The tar stream cannot be indexed.
     #[error(transparent)]
     Tar(#[from] TarError),

@@ -108,7 +108,8 @@ pub struct FileMetadata {
     pub entry_type: EntryType,
     /// Position of the first data byte, just past this entry's header block(s).
     pub uncompressed_offset: UncompressedOffset,
-    /// `hdr.Size` (PAX `size` applied); header-only types keep the header's value.
+    /// `hdr.Size` (PAX `size` applied); header-only types keep the header's value, and a negative one
+    /// keeps the bits of Go's `int64` (see [`size_field`](Self::size_field)).
     pub uncompressed_size: u64,
     /// Link target for hard and symbolic links.
     pub linkname: Vec<u8>,
@@ -130,6 +131,57 @@ pub struct FileMetadata {
     pub devminor: i64,
     /// All PAX records of the entry, sorted by key (the schema calls them `xattrs`).
     pub pax_records: Vec<PaxRecord>,
+}
+
+impl FileMetadata {
+    /// The size field as stored (`int64(hdr.Size)`): negative for a header-only entry whose tar header
+    /// says so.
+    pub fn size_field(&self) -> i64 {
+        self.uncompressed_size as i64
+    }
+}
+
+/// Where soci's reader expects the header after an entry at data offset `offset` with size field `size`:
+/// `AlignToTarBlock(offset + size)` in Go's wrapping `int64` arithmetic.
+fn next_tar_header(offset: u64, size: i64) -> i64 {
+    let end = (offset as i64).wrapping_add(size);
+    // Go's `%` truncates like Rust's: a negative end is left as it is.
+    match end % 512 {
+        remainder if remainder > 0 => end.wrapping_add(512 - remainder),
+        _ => end,
+    }
+}
+
+/// An entry that starts before soci's reader expects it (see [`first_overlap`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Overlap {
+    /// Index of the entry before it in offset order, whose size field runs too far.
+    pub previous: usize,
+    /// Index of the entry.
+    pub index: usize,
+    /// `AlignToTarBlock(offset + size)` of the previous entry.
+    pub previous_end: i64,
+}
+
+/// soci's check on a TOC it reads back (`flatbufferToTOC`, `ErrInvalidTOCEntry`): sorted by offset, each
+/// entry must start at or after `AlignToTarBlock(offset + size)` of the one before it. Offsets must fit
+/// in an `i64`.
+pub(crate) fn first_overlap(entries: &[FileMetadata]) -> Option<Overlap> {
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    // Already sorted for every TOC we build; the sort is then a linear pass.
+    order.sort_by_key(|&index| entries[index].uncompressed_offset);
+    let mut previous: Option<(usize, i64)> = None;
+    for index in order {
+        let entry = &entries[index];
+        let offset = entry.uncompressed_offset.get();
+        if let Some((previous, previous_end)) = previous {
+            if previous_end > offset as i64 {
+                return Some(Overlap { previous, index, previous_end });
+            }
+        }
+        previous = Some((index, next_tar_header(offset, entry.size_field())));
+    }
+    None
 }
 
 /// One PAX record: key and value as raw bytes.

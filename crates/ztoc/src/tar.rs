@@ -146,6 +146,22 @@ pub enum TarError {
         /// The typeflag.
         typeflag: u8,
     },
+    /// A header-only entry (directory, link, device, FIFO) whose size field runs past where the next entry's
+    /// data starts: soci writes the field as it is, and its own reader then rejects the zTOC.
+    #[error(
+        "tar entry {name:?} (data at offset {data_offset}) has size field {size}, which runs past the data \
+         of the next entry (at offset {next_offset}); soci-snapshotter cannot read a zTOC with it"
+    )]
+    SizeOverrunsNextEntry {
+        /// Entry name.
+        name: String,
+        /// Where its data would start.
+        data_offset: u64,
+        /// Its size field.
+        size: i64,
+        /// Where the next entry's data starts.
+        next_offset: u64,
+    },
     /// A PAX GNU sparse file (`GNU.sparse.*` records): Go reports its expanded size, which does not match the data
     /// stored in the layer, so a soci zTOC for the layer cannot be read.
     #[error(

@@ -26,6 +26,7 @@ mod digest;
 mod download;
 mod error;
 mod manifests;
+mod mount;
 mod reference;
 mod referrers;
 mod response;

@@ -13,6 +13,8 @@ mod fake;
 mod hostile;
 #[path = "registry/manifests.rs"]
 mod manifests;
+#[path = "registry/mount.rs"]
+mod mount;
 #[path = "registry/protocol.rs"]
 mod protocol;
 #[path = "registry/redirects.rs"]

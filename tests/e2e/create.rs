@@ -2,7 +2,7 @@
 //! fixtures in front of it: ECR-style redirects, a referrers API, injected faults.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,7 +14,7 @@ use testkit::proxy::{FaultPlan, FaultProxy, RedirectProxy, ReferrersProxy};
 use testkit::registry::LocalRegistry;
 use testkit::LayerConfig;
 
-use super::binary;
+use super::cli;
 
 const USER: &str = "soci";
 const PASSWORD: &str = "s3cret-pass";
@@ -64,7 +64,7 @@ async fn push_image(client: &Client, repo: &Repository, image: &TestImage, tag: 
 
 /// Runs `soci-indexer create` with the password on stdin; returns (success, stdout, stderr).
 fn create(host: &str, image_ref: &str, extra: &[&str]) -> (bool, String, String) {
-    let mut child = Command::new(binary())
+    let mut child = cli()
         .args([
             "create",
             &format!("{host}/{image_ref}"),
@@ -277,7 +277,7 @@ async fn bad_references_and_credentials_are_named() {
     let (ok, _, stderr) = create(&registry.host(), "nothere:t", &[]);
     assert!(!ok && stderr.contains("not found"), "{stderr}");
 
-    let mut child = Command::new(binary())
+    let mut child = cli()
         .args([
             "create",
             &format!("{}/app:t", registry.host()),

@@ -1,5 +1,6 @@
 //! Test modules and shared helpers.
 
+mod cache;
 mod cli_errors;
 mod corpus;
 mod create;
@@ -37,9 +38,18 @@ pub fn binary() -> &'static Path {
     })
 }
 
+/// The CLI, with its zTOC cache in a directory of this test process (never the user's).
+pub fn cli() -> Command {
+    static CACHE_HOME: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let home = CACHE_HOME.get_or_init(|| tempfile::tempdir().expect("cache home"));
+    let mut command = Command::new(binary());
+    command.env("XDG_CACHE_HOME", home.path());
+    command
+}
+
 /// Runs the CLI with `args` and returns its output.
 pub fn run(args: &[&std::ffi::OsStr]) -> Output {
-    Command::new(binary()).args(args).output().expect("run soci-indexer")
+    cli().args(args).output().expect("run soci-indexer")
 }
 
 /// `OsStr` of anything path-like, for [`run`]'s argument lists.

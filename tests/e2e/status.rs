@@ -13,7 +13,7 @@ use testkit::image::{image, Style, TestImage, TestLayer};
 use testkit::registry::LocalRegistry;
 use testkit::LayerConfig;
 
-use super::binary;
+use super::cli;
 
 const USER: &str = "soci";
 const PASSWORD: &str = "status-pass";
@@ -57,7 +57,7 @@ async fn push_image(client: &Client, repo: &Repository, image: &TestImage, tag: 
 
 /// A CLI run against the registry, the password on stdin when `auth`.
 fn command(verb: &str, reference: &str, auth: bool, extra: &[&str]) -> Command {
-    let mut command = Command::new(binary());
+    let mut command = cli();
     command.args([verb, reference, "--plain-http", "--min-layer-size", "20000"]).args(extra);
     if auth {
         command.args(["--username", USER, "--password-stdin"]);

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use futures_util::StreamExt;
 use index::oci::Descriptor;
-use index::{BlobStream, FetchedManifest, PushedManifest, SourceError, SourceErrorKind};
+use index::{BlobStream, FetchedManifest, Location, PushedManifest, SourceError, SourceErrorKind};
 
 use registry::{Client, Repository};
 
@@ -47,7 +47,47 @@ pub fn source_error(error: registry::Error) -> SourceError {
     SourceError::new(kind, retryable, error)
 }
 
+/// The engine's descriptor of a referrer.
+fn referrer_descriptor(referrer: registry::Referrer) -> Result<Descriptor, SourceError> {
+    let size = i64::try_from(referrer.size).map_err(|_| {
+        let message = format!("referrer {} has an impossible size {}", referrer.digest, referrer.size);
+        SourceError::new(SourceErrorKind::Other, false, message)
+    })?;
+    Ok(Descriptor {
+        media_type: referrer.media_type,
+        digest: referrer.digest,
+        size,
+        annotations: (!referrer.annotations.is_empty()).then_some(referrer.annotations),
+        artifact_type: referrer.artifact_type.unwrap_or_default(),
+        ..Descriptor::default()
+    })
+}
+
 impl index::Registry for RepositoryClient {
+    fn location(&self) -> Location {
+        Location {
+            registry: self.repository.registry().to_owned(),
+            repository: self.repository.name().to_owned(),
+        }
+    }
+
+    async fn blob_exists(&self, digest: &str) -> Result<bool, SourceError> {
+        self.client.blob_exists(&self.repository, digest).await.map_err(source_error)
+    }
+
+    async fn mount_blob(&self, digest: &str, from_repository: &str) -> Result<bool, SourceError> {
+        self.client.mount_blob(&self.repository, digest, from_repository).await.map_err(source_error)
+    }
+
+    async fn get_blob_from(
+        &self,
+        repository: &str,
+        descriptor: &Descriptor,
+    ) -> Result<BlobStream, SourceError> {
+        let other = Repository::new(self.repository.registry(), repository).map_err(source_error)?;
+        RepositoryClient::new(self.client.clone(), other).get_blob(descriptor).await
+    }
+
     async fn get_manifest(&self, reference: &str) -> Result<Option<FetchedManifest>, SourceError> {
         match self.client.get_manifest(&self.repository, reference).await {
             Ok(m) => Ok(Some(FetchedManifest { media_type: m.media_type, digest: m.digest, bytes: m.bytes })),
@@ -95,7 +135,7 @@ impl index::Registry for RepositoryClient {
         digest: &str,
         artifact_type: &str,
     ) -> Result<Option<Vec<Descriptor>>, SourceError> {
-        let Some(bytes) = self
+        let Some(referrers) = self
             .client
             .referrers(&self.repository, digest, Some(artifact_type))
             .await
@@ -103,10 +143,9 @@ impl index::Registry for RepositoryClient {
         else {
             return Ok(None);
         };
-        let index: index::oci::Index = serde_json::from_slice(&bytes)
-            .map_err(|e| SourceError::new(SourceErrorKind::Other, false, format!("referrers answer: {e}")))?;
         // The registry may ignore the filter: filter again.
-        Ok(Some(index.manifests().iter().filter(|d| d.artifact_type == artifact_type).cloned().collect()))
+        let wanted = referrers.into_iter().filter(|r| r.artifact_type.as_deref() == Some(artifact_type));
+        wanted.map(referrer_descriptor).collect::<Result<_, _>>().map(Some)
     }
 
     async fn delete_manifest(&self, digest: &str) -> Result<bool, SourceError> {

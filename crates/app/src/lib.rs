@@ -5,14 +5,17 @@
 //! * [`settings`]: parsing of every setting both binaries take (index version, sizes, tag suffix,
 //!   concurrency, registry URLs) and the default build-tool identifier;
 //! * [`adapter`]: [`RepositoryClient`], the HTTP client as the engine's [`index::Registry`];
+//! * [`cache`]: the CLI's zTOC cache, a directory of small files;
 //! * [`Registries`]: one registry per repository, the HTTP one or a test fake.
 
 pub mod adapter;
+pub mod cache;
 pub mod settings;
 
 use std::sync::Arc;
 
 pub use adapter::RepositoryClient;
+pub use cache::FileCache;
 pub use settings::{Endpoint, SettingError, DEFAULT_BUILD_TOOL};
 
 /// Makes the registry of a repository: the HTTP client in the binaries, fakes in tests.

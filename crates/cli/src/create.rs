@@ -31,6 +31,14 @@ pub struct Args {
     /// Rebuild even if the image already has a SOCI index.
     #[arg(long)]
     force: bool,
+    /// Where to remember the zTOCs pushed, so a layer seen before (in any repository of the same
+    /// registry) is never downloaded again. Default: $XDG_CACHE_HOME/soci-indexer, else
+    /// ~/.cache/soci-indexer.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_ztoc_cache")]
+    ztoc_cache: Option<std::path::PathBuf>,
+    /// Build every zTOC, remembering none.
+    #[arg(long)]
+    no_ztoc_cache: bool,
     /// Print one JSON object on stdout: the summary, or `{"error": ...}` on failure.
     #[arg(long)]
     json: bool,
@@ -59,6 +67,7 @@ async fn run_async(args: &Args) -> Result<()> {
         build_tool_identifier: args.build_tool_identifier.clone(),
         concurrency: args.concurrency.unwrap_or_else(index::default_concurrency),
         force: args.force,
+        ztoc_cache: ztoc_cache(args),
         ..args.index.options()
     };
     let observer: Arc<dyn Observer> = if std::io::stderr().is_terminal() && !args.json {
@@ -90,15 +99,25 @@ async fn run_async(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// The zTOC cache the flags ask for (none when no directory can be found).
+fn ztoc_cache(args: &Args) -> Option<Arc<dyn index::ZtocCache>> {
+    if args.no_ztoc_cache {
+        return None;
+    }
+    let dir = args.ztoc_cache.clone().or_else(app::FileCache::default_dir)?;
+    Some(Arc::new(app::FileCache::new(dir)))
+}
+
 /// The human summary on stderr: what happened to the image and to every layer, then what to deploy.
 fn print_summary(report: &CreateReport, reference: &registry::Reference, options: &CreateOptions) {
     let repo = format!("{}/{}", reference.registry(), reference.repository());
     match report.outcome {
         Outcome::Created => {
             eprintln!(
-                "created a SOCI {} index for {reference}: {} layer(s) indexed",
+                "created a SOCI {} index for {reference}: {} layer(s) indexed, {} reused",
                 report.index_version,
-                report.layers_indexed()
+                report.layers_indexed(),
+                report.layers_reused()
             );
             for platform in &report.platforms {
                 if let Some(soci) = &platform.soci_index_digest {

@@ -17,6 +17,9 @@ pub fn describe(report: &LayerReport) -> String {
         LayerResult::Indexed { ztoc_digest, spans, entries, .. } => {
             format!("indexed: zTOC {ztoc_digest}, {entries} entries, {spans} spans")
         }
+        LayerResult::Reused { ztoc_digest, how, from_repository, .. } => {
+            format!("reused: zTOC {ztoc_digest} ({how} from {from_repository})")
+        }
         LayerResult::Skipped { reason } => format!("skipped: {reason}"),
         LayerResult::Unsupported { reason } => format!("left out (warning): {reason}"),
     }

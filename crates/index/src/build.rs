@@ -12,11 +12,13 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::{self, JoinSet};
 
+use crate::cache::{CacheKey, ZtocCache};
 use crate::error::{Error, LayerError};
 use crate::oci::Descriptor;
 use crate::options::CreateOptions;
 use crate::registry::Registry;
 use crate::report::{LayerReport, LayerResult, Observer};
+use crate::reuse;
 use crate::select::layer_size;
 use crate::soci::ZtocEntry;
 
@@ -63,9 +65,12 @@ pub async fn build_ztocs<R: Registry>(
             format: None,
         };
         let digest = layer.digest.clone();
+        let cache = options.ztoc_cache.clone();
         let handle = running.tasks.spawn(async move {
             let _permit = permit;
-            let result = build_layer(registry.as_ref(), &layer, build_options, observer.as_ref()).await;
+            let result =
+                reuse_or_build(registry.as_ref(), cache.as_deref(), &layer, build_options, observer.as_ref())
+                    .await;
             if let Ok(built) = &result {
                 observer.layer_finished(&built.report);
             }
@@ -78,6 +83,28 @@ pub async fn build_ztocs<R: Registry>(
 
 /// What a layer task returns: its position in the input, and its result.
 type TaskOutput = (usize, Result<BuiltLayer, Error>);
+
+/// The layer's cached zTOC if it can be reused, else a new one (recorded in the cache).
+async fn reuse_or_build<R: Registry>(
+    registry: &R,
+    cache: Option<&dyn ZtocCache>,
+    layer: &Descriptor,
+    build_options: ztoc::BuildOptions,
+    observer: &dyn Observer,
+) -> Result<BuiltLayer, Error> {
+    let Some(cache) = cache else { return build_layer(registry, layer, build_options, observer).await };
+    let key = CacheKey {
+        layer_digest: layer.digest.clone(),
+        span_size: build_options.span_size,
+        build_tool_identifier: build_options.build_tool_identifier.clone(),
+    };
+    if let Some(reused) = reuse::reuse(registry, cache, &key, layer).await {
+        return Ok(reused);
+    }
+    let built = build_layer(registry, layer, build_options, observer).await?;
+    reuse::record(registry, cache, &key, &built).await;
+    Ok(built)
+}
 
 /// The layer tasks in flight and what they gave so far.
 #[derive(Default)]

@@ -6,13 +6,15 @@
 //!    manifests of the platforms to index;
 //! 2. [`status`]: stop if the image already has the index a run would make (also `status`/`wait`);
 //! 3. [`select`]: which layers get a zTOC (typed [`SkipReason`]s for the others);
-//! 4. [`build`]: stream each eligible layer through the zTOC builder, largest first, and push its zTOC;
+//! 4. [`build`]: reuse a layer's zTOC when the [`cache`] knows one ([`reuse`]), else stream the layer
+//!    through the zTOC builder, largest first, and push its zTOC;
 //! 5. [`publish`]: the SOCI index manifests, then the [`Binding`] (v2 `<tag><suffix>`, or v1 referrers).
 //!
 //! The formats: [`oci`] and [`json`] (OCI/Docker manifests written byte for byte as Go writes them),
 //! [`soci`] (the SOCI index manifest), [`convert`] (the v2 image index, as `soci convert` makes it).
 
 pub mod build;
+pub mod cache;
 pub mod convert;
 pub mod create;
 mod error;
@@ -24,18 +26,22 @@ pub mod publish;
 mod registry;
 mod report;
 pub mod resolve;
+pub mod reuse;
 pub mod select;
 pub mod soci;
 pub mod status;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use cache::{CacheKey, CachedZtoc, ReuseKind, ZtocCache};
 pub use create::create;
 pub use error::{chain, Error, LayerError};
 pub use options::{
     default_concurrency, Binding, CreateOptions, DEFAULT_MIN_LAYER_SIZE, DEFAULT_TAG_SUFFIX, MAX_CONCURRENCY,
 };
-pub use registry::{BlobStream, FetchedManifest, PushedManifest, Registry, SourceError, SourceErrorKind};
+pub use registry::{
+    BlobStream, FetchedManifest, Location, PushedManifest, Registry, SourceError, SourceErrorKind,
+};
 pub use report::{
     CreateReport, LayerReport, LayerResult, Observer, Outcome, PlatformReport, Silent, SkipReason,
 };

@@ -1,5 +1,8 @@
 //! What to make: the options of a run and the binding they imply.
 
+use std::sync::Arc;
+
+use crate::cache::ZtocCache;
 use crate::error::Error;
 use crate::oci::Platform;
 use crate::soci::IndexVersion;
@@ -32,6 +35,8 @@ pub struct CreateOptions {
     pub concurrency: usize,
     /// Rebuild even if the image is already indexed.
     pub force: bool,
+    /// Where zTOCs were pushed before, to reuse them (`None`: always build).
+    pub ztoc_cache: Option<Arc<dyn ZtocCache>>,
 }
 
 impl CreateOptions {
@@ -46,6 +51,7 @@ impl CreateOptions {
             build_tool_identifier: build_tool_identifier.into(),
             concurrency: default_concurrency(),
             force: false,
+            ztoc_cache: None,
         }
     }
 

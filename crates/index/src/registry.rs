@@ -82,8 +82,38 @@ impl std::error::Error for SourceError {
     }
 }
 
+/// Where a registry handle points.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Location {
+    /// The registry host (`host[:port]`).
+    pub registry: String,
+    /// The repository name.
+    pub repository: String,
+}
+
 /// The registry operations the pipeline uses, on one repository.
 pub trait Registry: Send + Sync + 'static {
+    /// The registry and repository this handle works on.
+    fn location(&self) -> Location;
+
+    /// Whether the repository has the blob `digest`.
+    fn blob_exists(&self, digest: &str) -> impl Future<Output = Result<bool, SourceError>> + Send;
+
+    /// Mounts the blob `digest` from `from_repository` of the same registry; `Ok(false)` when the
+    /// registry does not mount (or does not have it there), so the caller copies instead.
+    fn mount_blob(
+        &self,
+        digest: &str,
+        from_repository: &str,
+    ) -> impl Future<Output = Result<bool, SourceError>> + Send;
+
+    /// Streams a blob of another repository of the same registry, verified as [`Registry::get_blob`].
+    fn get_blob_from(
+        &self,
+        repository: &str,
+        descriptor: &Descriptor,
+    ) -> impl Future<Output = Result<BlobStream, SourceError>> + Send;
+
     /// Fetches a manifest or index by tag or digest; `Ok(None)` if it does not exist.
     fn get_manifest(
         &self,

@@ -63,6 +63,19 @@ pub enum LayerResult {
         /// Milliseconds to stream and build.
         duration_ms: u64,
     },
+    /// A zTOC built before (for this layer, span size and build tool) was reused: no download.
+    Reused {
+        /// zTOC digest.
+        ztoc_digest: String,
+        /// zTOC size.
+        ztoc_size: u64,
+        /// How it got into this repository.
+        how: crate::cache::ReuseKind,
+        /// The repository the cache said it was pushed to.
+        from_repository: String,
+        /// Milliseconds to place it.
+        duration_ms: u64,
+    },
     /// Left out on purpose (size, media type).
     Skipped {
         /// Why.
@@ -156,8 +169,13 @@ pub struct CreateReport {
 }
 
 impl CreateReport {
-    /// How many layers got a zTOC.
+    /// How many layers got a zTOC built.
     pub fn layers_indexed(&self) -> usize {
         self.layers.iter().filter(|l| matches!(l.result, LayerResult::Indexed { .. })).count()
+    }
+
+    /// How many layers had their zTOC reused.
+    pub fn layers_reused(&self) -> usize {
+        self.layers.iter().filter(|l| matches!(l.result, LayerResult::Reused { .. })).count()
     }
 }

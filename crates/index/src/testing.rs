@@ -1,15 +1,21 @@
 //! An in-memory [`Registry`] for tests of the engine and of its callers (feature `testing`): manifests
-//! by digest and tag, blobs by digest, a log of every push, and failures on demand.
+//! by digest and tag, blobs by digest, a log of every push, failures on demand, and several
+//! repositories of one registry (for mounts and copies between them).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
 use crate::media;
 use crate::oci::{Descriptor, Manifest};
-use crate::registry::{BlobStream, FetchedManifest, PushedManifest, Registry, SourceError, SourceErrorKind};
+use crate::registry::{
+    BlobStream, FetchedManifest, Location, PushedManifest, Registry, SourceError, SourceErrorKind,
+};
+
+/// The registry host every [`MemoryRegistry`] reports.
+pub const HOST: &str = "memory.test";
 
 /// What every call does.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -30,11 +36,20 @@ pub enum Mode {
     PanicOnBlob,
 }
 
-/// A registry in memory, for one repository. Clones share their content (a test keeps one handle
-/// while the code under test holds another).
-#[derive(Clone, Debug, Default)]
+/// One repository of a registry in memory. Clones share their content (a test keeps one handle while
+/// the code under test holds another); [`MemoryRegistry::repository`] opens a sibling repository.
+#[derive(Clone, Debug)]
 pub struct MemoryRegistry {
-    state: std::sync::Arc<State>,
+    state: Arc<State>,
+    world: Arc<World>,
+    name: String,
+}
+
+/// The repositories of one in-memory registry.
+#[derive(Debug, Default)]
+struct World {
+    repositories: Mutex<HashMap<String, Arc<State>>>,
+    no_mounts: AtomicBool,
 }
 
 impl std::ops::Deref for MemoryRegistry {
@@ -45,7 +60,7 @@ impl std::ops::Deref for MemoryRegistry {
     }
 }
 
-/// What a [`MemoryRegistry`] holds.
+/// What one repository of a [`MemoryRegistry`] holds.
 #[derive(Debug, Default)]
 pub struct State {
     manifests: Mutex<HashMap<String, (String, Bytes)>>,
@@ -63,20 +78,58 @@ fn error(kind: SourceErrorKind, message: &str) -> SourceError {
     SourceError::new(kind, false, message.to_string())
 }
 
+impl Default for MemoryRegistry {
+    fn default() -> MemoryRegistry {
+        MemoryRegistry::with_state(State::default())
+    }
+}
+
 impl MemoryRegistry {
-    /// An empty registry without a referrers API that refuses deletes.
+    /// An empty repository `app`, without a referrers API, refusing deletes, mounting blobs.
     pub fn new() -> MemoryRegistry {
         MemoryRegistry::default()
     }
 
-    /// An empty registry with a referrers API (it answers pushes with `OCI-Subject`).
+    /// An empty repository with a referrers API (it answers pushes with `OCI-Subject`).
     pub fn with_referrers_api() -> MemoryRegistry {
-        MemoryRegistry { state: std::sync::Arc::new(State { referrers_api: true, ..State::default() }) }
+        MemoryRegistry::with_state(State { referrers_api: true, ..State::default() })
     }
 
-    /// An empty registry whose `delete_manifest` deletes.
+    /// An empty repository whose `delete_manifest` deletes.
     pub fn with_deletes() -> MemoryRegistry {
-        MemoryRegistry { state: std::sync::Arc::new(State { deletes: true, ..State::default() }) }
+        MemoryRegistry::with_state(State { deletes: true, ..State::default() })
+    }
+
+    fn with_state(state: State) -> MemoryRegistry {
+        let state = Arc::new(state);
+        let world = World::default();
+        world.repositories.lock().unwrap().insert("app".into(), state.clone());
+        MemoryRegistry { state, world: Arc::new(world), name: "app".into() }
+    }
+
+    /// Another repository of the same registry (created empty, with the same settings, on first use).
+    pub fn repository(&self, name: &str) -> MemoryRegistry {
+        let mut repositories = self.world.repositories.lock().unwrap();
+        let state = repositories
+            .entry(name.into())
+            .or_insert_with(|| {
+                Arc::new(State {
+                    referrers_api: self.referrers_api,
+                    deletes: self.deletes,
+                    ..State::default()
+                })
+            })
+            .clone();
+        MemoryRegistry { state, world: self.world.clone(), name: name.into() }
+    }
+
+    /// Makes the registry answer mount requests with an upload session, as one without mounts does.
+    pub fn refuse_mounts(&self) {
+        self.world.no_mounts.store(true, Ordering::SeqCst);
+    }
+
+    fn sibling(&self, name: &str) -> Option<Arc<State>> {
+        self.world.repositories.lock().unwrap().get(name).cloned()
     }
 }
 
@@ -89,6 +142,11 @@ impl State {
     /// Stores a blob.
     pub fn insert_blob(&self, digest: &str, bytes: impl Into<Bytes>) {
         self.blobs.lock().unwrap().insert(digest.into(), bytes.into());
+    }
+
+    /// Removes a blob.
+    pub fn remove_blob(&self, digest: &str) {
+        self.blobs.lock().unwrap().remove(digest);
     }
 
     /// Stores a manifest under its digest (and under `tag` if given); returns the digest.
@@ -112,7 +170,7 @@ impl State {
         self.broken_blobs.lock().unwrap().push(digest.into());
     }
 
-    /// Every push so far: `blob <digest>`, `manifest <digest>` or `tag <tag>`.
+    /// Every push so far: `blob <digest>`, `mount <digest>`, `manifest <digest>` or `tag <tag>`.
     pub fn pushes(&self) -> Vec<String> {
         self.pushes.lock().unwrap().clone()
     }
@@ -134,21 +192,69 @@ impl State {
         self.blobs.lock().unwrap().get(digest).cloned()
     }
 
+    /// The blob as a network delivers it: odd-sized chunks, or a failure halfway if broken.
+    fn stream(&self, digest: &str) -> Result<BlobStream, SourceError> {
+        let bytes = self.blob(digest).ok_or_else(|| error(SourceErrorKind::NotFound, "blob unknown"))?;
+        let broken = self.broken_blobs.lock().unwrap().iter().any(|d| d == digest);
+        let chunks: Vec<Result<Bytes, SourceError>> = if broken {
+            vec![Ok(bytes.slice(..bytes.len() / 2)), Err(error(SourceErrorKind::Corrupt, "digest mismatch"))]
+        } else {
+            bytes.chunks(7919).map(|c| Ok(Bytes::copy_from_slice(c))).collect()
+        };
+        Ok(Box::pin(futures_util::stream::iter(chunks)))
+    }
+
+    fn log(&self, push: String) {
+        self.pushes.lock().unwrap().push(push);
+    }
+
     async fn enter(&self) -> Result<(), SourceError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let mode = *self.mode.lock().unwrap();
         match mode {
-            Mode::Serve => Ok(()),
+            Mode::Serve | Mode::PanicOnBlob => Ok(()),
             Mode::Fail { kind, retryable } => {
                 Err(SourceError::new(kind, retryable, format!("injected {kind:?}")))
             }
             Mode::Hang => std::future::pending().await,
-            Mode::PanicOnBlob => Ok(()),
         }
     }
 }
 
 impl Registry for MemoryRegistry {
+    fn location(&self) -> Location {
+        Location { registry: HOST.into(), repository: self.name.clone() }
+    }
+
+    async fn blob_exists(&self, digest: &str) -> Result<bool, SourceError> {
+        self.enter().await?;
+        Ok(self.blob(digest).is_some())
+    }
+
+    async fn mount_blob(&self, digest: &str, from_repository: &str) -> Result<bool, SourceError> {
+        self.enter().await?;
+        if self.world.no_mounts.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        let Some(bytes) = self.sibling(from_repository).and_then(|source| source.blob(digest)) else {
+            return Ok(false);
+        };
+        self.log(format!("mount {digest} from {from_repository}"));
+        self.insert_blob(digest, bytes);
+        Ok(true)
+    }
+
+    async fn get_blob_from(
+        &self,
+        repository: &str,
+        descriptor: &Descriptor,
+    ) -> Result<BlobStream, SourceError> {
+        self.enter().await?;
+        let source =
+            self.sibling(repository).ok_or_else(|| error(SourceErrorKind::NotFound, "repository unknown"))?;
+        source.stream(&descriptor.digest)
+    }
+
     async fn get_manifest(&self, reference: &str) -> Result<Option<FetchedManifest>, SourceError> {
         self.enter().await?;
         Ok(self.manifest(reference).map(|(media_type, bytes)| FetchedManifest {
@@ -163,16 +269,7 @@ impl Registry for MemoryRegistry {
         if *self.mode.lock().unwrap() == Mode::PanicOnBlob {
             panic!("injected panic reading {}", descriptor.digest);
         }
-        let bytes =
-            self.blob(&descriptor.digest).ok_or_else(|| error(SourceErrorKind::NotFound, "blob unknown"))?;
-        let broken = self.broken_blobs.lock().unwrap().contains(&descriptor.digest);
-        let chunks: Vec<Result<Bytes, SourceError>> = if broken {
-            vec![Ok(bytes.slice(..bytes.len() / 2)), Err(error(SourceErrorKind::Corrupt, "digest mismatch"))]
-        } else {
-            // Odd-sized chunks, as a network delivers them.
-            bytes.chunks(7919).map(|c| Ok(Bytes::copy_from_slice(c))).collect()
-        };
-        Ok(Box::pin(futures_util::stream::iter(chunks)))
+        self.stream(&descriptor.digest)
     }
 
     async fn get_blob_bytes(&self, descriptor: &Descriptor) -> Result<Bytes, SourceError> {
@@ -183,7 +280,7 @@ impl Registry for MemoryRegistry {
     async fn push_blob(&self, digest: &str, bytes: Bytes) -> Result<(), SourceError> {
         self.enter().await?;
         assert_eq!(ztoc::sha256_digest(&bytes), digest, "a pushed blob matches its digest");
-        self.pushes.lock().unwrap().push(format!("blob {digest}"));
+        self.log(format!("blob {digest}"));
         self.insert_blob(digest, bytes);
         Ok(())
     }
@@ -200,10 +297,10 @@ impl Registry for MemoryRegistry {
         let tag = (!reference.starts_with("sha256:")).then_some(reference);
         let digest = self.insert_manifest(tag, media_type, bytes);
         match tag {
-            Some(tag) => self.pushes.lock().unwrap().push(format!("tag {tag}")),
+            Some(tag) => self.log(format!("tag {tag}")),
             None => {
                 assert_eq!(reference, digest, "a manifest pushed by digest matches it");
-                self.pushes.lock().unwrap().push(format!("manifest {digest}"));
+                self.log(format!("manifest {digest}"));
             }
         }
         Ok(PushedManifest { digest, oci_subject: if self.referrers_api { subject } else { None } })
@@ -242,5 +339,55 @@ impl Registry for MemoryRegistry {
         self.manifests.lock().unwrap().remove(digest);
         self.tags.lock().unwrap().retain(|_, d| d != digest);
         Ok(true)
+    }
+}
+
+/// A zTOC cache in memory that can be made to fail.
+#[derive(Debug, Default)]
+pub struct MemoryCache {
+    entries: Mutex<HashMap<String, crate::cache::CachedZtoc>>,
+    failing: AtomicBool,
+}
+
+impl MemoryCache {
+    /// Makes every later call fail (or work again).
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Every entry, by key.
+    pub fn entries(&self) -> HashMap<String, crate::cache::CachedZtoc> {
+        self.entries.lock().unwrap().clone()
+    }
+
+    fn check(&self) -> Result<(), crate::cache::CacheError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(crate::cache::CacheError("injected cache failure".into()));
+        }
+        Ok(())
+    }
+}
+
+impl crate::cache::ZtocCache for MemoryCache {
+    fn get<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> crate::cache::BoxFuture<'a, Result<Option<crate::cache::CachedZtoc>, crate::cache::CacheError>> {
+        Box::pin(async move {
+            self.check()?;
+            Ok(self.entries.lock().unwrap().get(key).cloned())
+        })
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a crate::cache::CachedZtoc,
+    ) -> crate::cache::BoxFuture<'a, Result<(), crate::cache::CacheError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.entries.lock().unwrap().insert(key.into(), value.clone());
+            Ok(())
+        })
     }
 }

@@ -118,12 +118,14 @@ impl Config {
             build_tool_identifier: self.build_tool_identifier.clone(),
             concurrency: self.concurrency,
             force: false,
+            ztoc_cache: None,
         }
     }
 }
 
 /// `LOG_LEVEL` as `tracing` directives. A bare level applies to this function and the soci-indexer
-/// libraries; the AWS SDK and HTTP stacks stay at `warn` unless named in full directives.
+/// libraries; the AWS SDK and HTTP stacks stay at `warn` unless named in full directives, and never go
+/// below `info` whatever they say ([`crate::logging`]).
 fn log_filter(value: &str) -> Result<String, ConfigError> {
     const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
     let lower = value.to_ascii_lowercase();

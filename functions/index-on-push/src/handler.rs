@@ -55,6 +55,9 @@ impl Observer for LayerLog {
                 layer = %report.digest, size = report.size, ztoc = %ztoc_digest, entries, spans, duration_ms,
                 "layer indexed"
             ),
+            LayerResult::Reused { ztoc_digest, how, from_repository, .. } => tracing::debug!(
+                layer = %report.digest, ztoc = %ztoc_digest, ?how, from = %from_repository, "zTOC reused"
+            ),
             LayerResult::Skipped { reason } => {
                 tracing::debug!(layer = %report.digest, size = report.size, %reason, "layer left out")
             }
@@ -143,6 +146,7 @@ fn created_report(mut report: Report, created: CreateReport) -> Report {
                 report.layers_indexed += 1;
                 report.bytes += layer.size;
             }
+            LayerResult::Reused { .. } => report.layers_reused += 1,
             LayerResult::Skipped { reason } => note_left_out(&mut report, &mut left_out, reason.to_string()),
             LayerResult::Unsupported { reason } => note_left_out(&mut report, &mut left_out, reason.clone()),
         }

@@ -1,6 +1,6 @@
 //! What an event came to: one structured log line (through `tracing`) and one CloudWatch embedded
 //! metric format (EMF) object on stdout, which CloudWatch Logs turns into metrics in the `SociIndexer`
-//! namespace: `Indexed`, `Skipped`, `Failed` (0 or 1 each), `LayersIndexed`, `BytesIndexed` and
+//! namespace: `Indexed`, `Skipped`, `Failed` (0 or 1 each), `LayersIndexed`, `LayersReused`, `BytesIndexed` and
 //! `DurationMs`.
 
 use std::io::Write as _;
@@ -65,8 +65,10 @@ pub struct Report {
     /// The SOCI index manifests pushed, one per platform.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub soci_indexes: Vec<String>,
-    /// Layers that got a zTOC.
+    /// Layers that got a zTOC built.
     pub layers_indexed: u64,
+    /// Layers whose zTOC was reused from the cache (no download).
+    pub layers_reused: u64,
     /// Layers left out (too small, zstd, unsupported content).
     pub layers_skipped: u64,
     /// Compressed bytes of the layers indexed.
@@ -92,6 +94,7 @@ impl Report {
             pushed_tag: None,
             soci_indexes: Vec::new(),
             layers_indexed: 0,
+            layers_reused: 0,
             layers_skipped: 0,
             bytes: 0,
             duration_ms: 0,
@@ -131,6 +134,7 @@ impl Report {
                     index_digest = self.index_digest.as_deref(),
                     pushed_tag = self.pushed_tag.as_deref(),
                     layers_indexed = self.layers_indexed,
+                    layers_reused = self.layers_reused,
                     layers_skipped = self.layers_skipped,
                     bytes = self.bytes,
                     duration_ms = self.duration_ms,
@@ -161,6 +165,7 @@ impl Report {
                         metric("Skipped", "Count"),
                         metric("Failed", "Count"),
                         metric("LayersIndexed", "Count"),
+                        metric("LayersReused", "Count"),
                         metric("BytesIndexed", "Bytes"),
                         metric("DurationMs", "Milliseconds"),
                     ],
@@ -171,6 +176,7 @@ impl Report {
             "Skipped": u64::from(self.outcome == Outcome::Skipped),
             "Failed": u64::from(self.outcome == Outcome::Failed),
             "LayersIndexed": self.layers_indexed,
+            "LayersReused": self.layers_reused,
             "BytesIndexed": self.bytes,
             "DurationMs": self.duration_ms,
             // Properties, not metrics: searchable in CloudWatch Logs Insights.

@@ -78,9 +78,17 @@ async fn push(client: &Client, repo: &Repository, layers: Vec<TestLayer>, tag: &
 
 fn create(host: &str, image_ref: &str) -> ChildRun {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_soci-indexer"));
-    cmd.args(["create", &format!("{host}/{image_ref}"), "--plain-http", "--force", "--json"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    // No zTOC cache: every run builds (the reuse bench measures the cache).
+    cmd.args([
+        "create",
+        &format!("{host}/{image_ref}"),
+        "--plain-http",
+        "--force",
+        "--json",
+        "--no-ztoc-cache",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     measure(cmd)
 }
 

@@ -41,6 +41,7 @@ pub use download::BlobStream;
 pub use error::{Error, Resource};
 pub use manifests::{Manifest, ManifestInfo, PutManifest};
 pub use reference::{Reference, Repository};
+pub use referrers::Referrer;
 pub use retry::RetryPolicy;
 
 /// Media types of the manifests and indexes this client reads.

@@ -1,9 +1,11 @@
-//! The referrers API: the index of manifests whose `subject` is a digest, merged across pages, or
+//! The referrers API: the manifests whose `subject` is a digest, as one typed list across pages, or
 //! `None` when the registry has no such API and callers fall back to the `sha256-<hex>` tag schema.
 
-use bytes::Bytes;
+use std::collections::BTreeMap;
+
 use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Deserializer};
 use tracing::debug;
 use url::Url;
 
@@ -17,27 +19,64 @@ use crate::{media_type, Client, Error, Repository};
 /// Referrers pages followed through `Link: <...>; rel="next"`.
 const MAX_REFERRERS_PAGES: usize = 64;
 
+/// One entry of a referrers answer: a manifest whose `subject` is the digest asked about.
+///
+/// Fields the registry leaves out are empty (as Go reads them), so that one sloppy entry does not
+/// hide the others; callers check what they rely on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct Referrer {
+    /// The referrer's media type (an image manifest, usually).
+    #[serde(rename = "mediaType", default)]
+    pub media_type: String,
+    /// The referrer's digest.
+    #[serde(default)]
+    pub digest: String,
+    /// The referrer's size in bytes.
+    #[serde(default)]
+    pub size: u64,
+    /// The referrer's artifact type (its `artifactType`, or else its config's media type).
+    #[serde(rename = "artifactType", default)]
+    pub artifact_type: Option<String>,
+    /// The referrer's annotations.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// One page of a referrers answer: an OCI image index.
+#[derive(Deserialize)]
+struct Page {
+    #[serde(rename = "mediaType", default)]
+    media_type: Option<String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    manifests: Vec<Referrer>,
+}
+
+/// `null` (Go's nil slices and maps) reads as empty.
+fn null_as_empty<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    Option::<T>::deserialize(d).map(Option::unwrap_or_default)
+}
+
 impl Client {
-    /// The referrers of `digest` (an OCI image index), optionally filtered by artifact type, or `None`
-    /// when the registry has no referrers API (404, 405, or an answer that is not an index): the caller
-    /// then falls back to the `sha256-<hex>` tag schema. Paginated answers are merged into one index.
+    /// The referrers of `digest`, optionally filtered by artifact type, or `None` when the registry has
+    /// no referrers API (404, 405, or an answer that is not an index): the caller then falls back to
+    /// the `sha256-<hex>` tag schema. Paginated answers come back as one list, in the registry's order.
     /// The filter may or may not be applied by the registry: callers should filter again.
     pub async fn referrers(
         &self,
         repo: &Repository,
         digest: &str,
         artifact_type: Option<&str>,
-    ) -> Result<Option<Bytes>, Error> {
+    ) -> Result<Option<Vec<Referrer>>, Error> {
         validate_digest(digest)?;
         let mut url = self.api_url(repo, &format!("referrers/{digest}"))?;
         if let Some(artifact_type) = artifact_type {
             url.query_pairs_mut().append_pair("artifactType", artifact_type);
         }
-        let first_url = redact_url(&url);
-        let mut pages = Vec::new();
+        let mut referrers = Vec::new();
+        let mut pages = 0;
         let mut next = Some(url);
         while let Some(url) = next.take() {
-            if pages.len() == MAX_REFERRERS_PAGES {
+            if pages == MAX_REFERRERS_PAGES {
                 return Err(Error::InvalidResponse {
                     url: redact_url(&url),
                     reason: format!("more than {MAX_REFERRERS_PAGES} pages of referrers"),
@@ -45,16 +84,12 @@ impl Client {
             }
             let page =
                 self.with_retries(Error::is_retryable, |_| self.referrers_page(repo, digest, &url)).await?;
-            let Some((bytes, link)) = page else { return Ok(None) };
-            pages.push(bytes);
+            let Some((page, link)) = page else { return Ok(None) };
+            referrers.extend(page);
+            pages += 1;
             next = link;
         }
-        if pages.len() == 1 {
-            return Ok(pages.pop());
-        }
-        merge_index_pages(&pages)
-            .map(Some)
-            .map_err(|reason| Error::InvalidResponse { url: first_url, reason })
+        Ok(Some(referrers))
     }
 
     /// One page of referrers and the URL of the next one, or `None` if the API is not supported.
@@ -63,7 +98,7 @@ impl Client {
         repo: &Repository,
         digest: &str,
         url: &Url,
-    ) -> Result<Option<(Bytes, Option<Url>)>, Error> {
+    ) -> Result<Option<(Vec<Referrer>, Option<Url>)>, Error> {
         let mut request = self.request(repo, Access::Pull, Method::GET, url.clone());
         request.headers.insert(ACCEPT, HeaderValue::from_static(media_type::OCI_INDEX));
         let sent = self.send(&request).await?;
@@ -83,21 +118,27 @@ impl Client {
         });
         let page_url = sent.url.clone();
         let bytes = read_body(sent.response, MAX_JSON_SIZE, &page_url).await?;
-        let is_index = content_type.as_deref() == Some(media_type::OCI_INDEX)
-            || serde_json::from_slice::<serde_json::Value>(&bytes).is_ok_and(|v| {
-                v.get("mediaType").and_then(|m| m.as_str()) == Some(media_type::OCI_INDEX)
-                    && v.get("manifests").is_some_and(|m| m.is_array())
-            });
-        if !is_index {
-            debug!(repository = %repo, digest, content_type = ?content_type, "referrers answer is not an index");
-            return Ok(None);
+        let parsed = serde_json::from_slice::<Page>(&bytes);
+        let declared_index = content_type.as_deref() == Some(media_type::OCI_INDEX);
+        match parsed {
+            Ok(page) if declared_index || page.media_type.as_deref() == Some(media_type::OCI_INDEX) => {
+                Ok(Some((page.manifests, next)))
+            }
+            Err(e) if declared_index => Err(Error::InvalidResponse {
+                url: redact_url(&page_url),
+                reason: format!("referrers page is not a valid OCI index: {e}"),
+            }),
+            // A catch-all answer (an HTML page, some other JSON): no referrers API here.
+            _ => {
+                debug!(repository = %repo, digest, content_type = ?content_type, "referrers answer is not an index");
+                Ok(None)
+            }
         }
-        Ok(Some((bytes, next)))
     }
 }
 
 /// The `rel="next"` target of a `Link` header.
-fn parse_next_link(value: &str) -> Option<String> {
+pub(crate) fn parse_next_link(value: &str) -> Option<String> {
     value.split(',').find_map(|link| {
         let (target, params) = link.trim().split_once(';')?;
         let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
@@ -109,21 +150,6 @@ fn parse_next_link(value: &str) -> Option<String> {
             })
             .then(|| target.to_owned())
     })
-}
-
-fn merge_index_pages(pages: &[Bytes]) -> Result<Bytes, String> {
-    let mut merged: Option<serde_json::Value> = None;
-    for page in pages {
-        let value: serde_json::Value =
-            serde_json::from_slice(page).map_err(|e| format!("referrers page: {e}"))?;
-        let manifests = value.get("manifests").and_then(|m| m.as_array()).cloned().unwrap_or_default();
-        match merged.as_mut().and_then(|m| m.get_mut("manifests")).and_then(|m| m.as_array_mut()) {
-            Some(all) => all.extend(manifests),
-            None => merged = Some(value),
-        }
-    }
-    let merged = merged.unwrap_or_default();
-    serde_json::to_vec(&merged).map(Bytes::from).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -144,13 +170,25 @@ mod tests {
     }
 
     #[test]
-    fn index_pages_merge() {
-        let a = Bytes::from_static(br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"digest":"1"}]}"#);
-        let b = Bytes::from_static(br#"{"schemaVersion":2,"manifests":[{"digest":"2"},{"digest":"3"}]}"#);
-        let merged: serde_json::Value = serde_json::from_slice(&merge_index_pages(&[a, b]).unwrap()).unwrap();
-        let digests: Vec<&str> =
-            merged["manifests"].as_array().unwrap().iter().map(|m| m["digest"].as_str().unwrap()).collect();
-        assert_eq!(digests, ["1", "2", "3"]);
-        assert_eq!(merged["mediaType"], media_type::OCI_INDEX);
+    fn pages_parse_leniently() {
+        let page: Page = serde_json::from_str(
+            r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[
+                {"digest":"sha256:1","annotations":null},
+                {"mediaType":"m","digest":"sha256:2","size":9,"artifactType":"t","annotations":{"k":"v"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(page.media_type.as_deref(), Some(media_type::OCI_INDEX));
+        assert_eq!(page.manifests[0], Referrer { digest: "sha256:1".into(), ..Referrer::default() });
+        let second = Referrer {
+            media_type: "m".into(),
+            digest: "sha256:2".into(),
+            size: 9,
+            artifact_type: Some("t".into()),
+            annotations: [("k".to_owned(), "v".to_owned())].into(),
+        };
+        assert_eq!(page.manifests[1], second);
+        let nil: Page = serde_json::from_str(r#"{"schemaVersion":2,"manifests":null}"#).unwrap();
+        assert!(nil.manifests.is_empty() && nil.media_type.is_none());
+        assert!(serde_json::from_str::<Page>(r#"{"manifests":[{"size":-1}]}"#).is_err());
     }
 }

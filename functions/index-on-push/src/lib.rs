@@ -14,6 +14,7 @@ pub mod ecr;
 pub mod event;
 pub mod filter;
 pub mod handler;
+pub mod logging;
 pub mod outcome;
 pub mod plan;
 pub mod wiring;

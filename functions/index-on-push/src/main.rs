@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use index_on_push::handler::{self, Invocation};
-use index_on_push::{wiring, Config};
+use index_on_push::{logging, wiring, Config};
 use lambda_runtime::{service_fn, LambdaEvent};
 
 /// What the Lambda runtime client insists on (it panics without them).
@@ -23,7 +23,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    init_tracing(&config.log_filter);
+    logging::init(&config.log_filter);
     if let Some(missing) = RUNTIME_VARIABLES.iter().find(|name| std::env::var_os(name).is_none()) {
         eprintln!(
             "index-on-push: {missing} is not set: this binary runs inside AWS Lambda (or `cargo lambda watch`, \
@@ -63,20 +63,4 @@ async fn run(config: Config) -> Result<(), lambda_runtime::Error> {
         handler::invoke(&event.payload, &invocation, config, registries).await
     }))
     .await
-}
-
-/// JSON lines on stdout (CloudWatch Logs), with the event's request id from its span.
-fn init_tracing(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(true)
-        .with_span_list(false)
-        .with_target(true)
-        .with_ansi(false)
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout)
-        .try_init();
 }

@@ -165,28 +165,57 @@ fn command(vars: &[(&str, String)]) -> Command {
     command
 }
 
+/// A registry that only lets in moto's ECR login, holding one single-layer image as `sample/app:v1`.
+struct Sample {
+    registry: LocalRegistry,
+    client: Client,
+    repository: Repository,
+    digest: String,
+}
+
+impl Sample {
+    async fn start() -> Sample {
+        let registry = LocalRegistry::start_with_basic_auth("AWS", MotoServer::ECR_PASSWORD).await.unwrap();
+        let client = Client::new(
+            ClientConfig { plain_http: true, ..ClientConfig::default() },
+            Arc::new(StaticCredentials(Credentials::new("AWS", MotoServer::ECR_PASSWORD))),
+        )
+        .unwrap();
+        let repository = Repository::new(registry.host(), "sample/app").unwrap();
+        let layer_config = LayerConfig { entries: 60, max_file_size: 256 * 1024, pax_percent: 10 };
+        let image = image(
+            Style::Docker,
+            vec![("linux/amd64".into(), vec![TestLayer::gzip(5, &layer_config, 6, true)])],
+            false,
+            false,
+        );
+        for (digest, _, bytes) in &image.blobs {
+            client.push_blob(&repository, digest, Bytes::from(bytes.clone())).await.unwrap();
+        }
+        let (digest, media_type, bytes) = &image.root;
+        client.put_manifest(&repository, "v1", media_type, Bytes::from(bytes.clone())).await.unwrap();
+        Sample { registry, client, repository, digest: digest.clone() }
+    }
+
+    /// The push event of `sample/app:v1`.
+    fn event(&self) -> Value {
+        let mut event = fixture_event();
+        event["detail"]["repository-name"] = json!("sample/app");
+        event["detail"]["image-tag"] = json!("v1");
+        event["detail"]["image-digest"] = json!(self.digest);
+        event
+    }
+}
+
+fn fixture_event() -> Value {
+    let path = format!("{}/fixtures/push-event.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_push_events_from_the_runtime_api() {
     let moto = MotoServer::start().await.unwrap();
-    let registry = LocalRegistry::start_with_basic_auth("AWS", MotoServer::ECR_PASSWORD).await.unwrap();
-    let client = Client::new(
-        ClientConfig { plain_http: true, ..ClientConfig::default() },
-        Arc::new(StaticCredentials(Credentials::new("AWS", MotoServer::ECR_PASSWORD))),
-    )
-    .unwrap();
-    let repository = Repository::new(registry.host(), "sample/app").unwrap();
-    let layer_config = LayerConfig { entries: 60, max_file_size: 256 * 1024, pax_percent: 10 };
-    let image = image(
-        Style::Docker,
-        vec![("linux/amd64".into(), vec![TestLayer::gzip(5, &layer_config, 6, true)])],
-        false,
-        false,
-    );
-    for (digest, _, bytes) in &image.blobs {
-        client.push_blob(&repository, digest, Bytes::from(bytes.clone())).await.unwrap();
-    }
-    let (digest, media_type, bytes) = &image.root;
-    client.put_manifest(&repository, "v1", media_type, Bytes::from(bytes.clone())).await.unwrap();
+    let Sample { registry, client, repository, digest } = Sample::start().await;
 
     let mut api = RuntimeApi::start().await;
     let started = Instant::now();
@@ -205,8 +234,7 @@ async fn the_binary_serves_push_events_from_the_runtime_api() {
     .spawn()
     .unwrap();
 
-    let path = format!("{}/fixtures/push-event.json", env!("CARGO_MANIFEST_DIR"));
-    let mut event: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut event = fixture_event();
     event["detail"]["repository-name"] = json!("sample/app");
     event["detail"]["image-tag"] = json!("v1");
     event["detail"]["image-digest"] = json!(digest);
@@ -326,4 +354,72 @@ async fn an_unreachable_registry_is_an_error_so_that_lambda_retries() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains(r#""outcome":"failed""#) && stdout.contains(r#""retry":true"#), "{stdout}");
     assert!(stdout.contains(r#""Failed":1"#), "{stdout}");
+}
+
+/// Every `LOG_LEVEL`, however verbose, keeps the ECR login out of the log: the AWS SDK logs the raw
+/// `GetAuthorizationToken` answer at trace, so its targets (and the HTTP stack's) are capped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_log_level_prints_the_ecr_credential() {
+    use base64::Engine as _;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("AWS:{}", MotoServer::ECR_PASSWORD));
+    let moto = MotoServer::start().await.unwrap();
+    let sample = Sample::start().await;
+    for (run, log_level) in [
+        "trace",
+        "trace,aws_smithy_runtime=trace,aws_sdk_ecr=trace,hyper=trace",
+        "trace,aws_smithy_runtime::client::orchestrator=trace,aws_smithy_runtime_api=trace,aws_config=trace,\
+         aws_sigv4=trace,aws_runtime=trace,hyper_util=trace,h2=trace,rustls=trace,registry=trace,app=trace",
+        "[event]=trace,[{request_id}]=trace,[invoke]=trace,[send_operation]=trace",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut api = RuntimeApi::start().await;
+        let mut child = tokio::process::Command::from(command(&[
+            ("AWS_LAMBDA_RUNTIME_API", api.addr.to_string()),
+            ("AWS_ENDPOINT_URL_ECR", moto.url()),
+            ("SOCI_REGISTRY_URL", sample.registry.url()),
+            ("SOCI_MIN_LAYER_SIZE", "50000".into()),
+            ("SOCI_SPAN_SIZE", "65536".into()),
+            ("SOCI_TAG_SUFFIX", format!("-soci{run}")),
+            ("LOG_LEVEL", log_level.into()),
+        ]))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+        // Read while it runs: a trace log fills a pipe's buffer long before the event is answered.
+        let stdout = tokio::spawn(read_all(child.stdout.take().unwrap()));
+        let stderr = tokio::spawn(read_all(child.stderr.take().unwrap()));
+        api.send("req-verbose", sample.event());
+        let (_, answer) = api.answer().await;
+        let Answer::Response { body, .. } = answer else {
+            panic!("{log_level}: expected a response, got {answer:?}")
+        };
+        // The registry only lets in moto's login: indexing proves the token was fetched and used.
+        assert_eq!(body["outcome"], "indexed", "{log_level}: {body}");
+        child.start_kill().unwrap();
+        child.wait().await.unwrap();
+        let printed = [stdout.await.unwrap(), stderr.await.unwrap()].concat();
+        let printed = String::from_utf8_lossy(&printed);
+        // Verbose indeed: the registry client's debug lines are there.
+        assert!(printed.contains(r#""message":"registry request""#), "{log_level}: quiet run:\n{printed}");
+        for (line_number, line) in printed.lines().enumerate() {
+            for secret in [MotoServer::ECR_PASSWORD, token.as_str()] {
+                assert!(
+                    !line.contains(secret),
+                    "{log_level}: line {line_number} prints the ECR login: {line}"
+                );
+            }
+        }
+    }
+}
+
+/// Everything `from` gives until it closes.
+async fn read_all(mut from: impl tokio::io::AsyncRead + Unpin) -> Vec<u8> {
+    let mut all = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut from, &mut all).await.unwrap();
+    all
 }

@@ -215,3 +215,41 @@ fn ztoc_info_reads_a_negative_size_as_soci_stores_it() {
     assert!(extracted.status.success(), "{}", String::from_utf8_lossy(&extracted.stderr));
     assert_eq!(extracted.stdout, b"hello");
 }
+
+#[test]
+fn cli_extract_to_stdout_writes_nothing_when_a_later_span_is_corrupt() {
+    let layer = generate_layer(43, &LayerConfig { entries: 20, max_file_size: 300_000, pax_percent: 0 });
+    let blob = gzip(&layer.tar, &GzipOptions::default());
+    let options = BuildOptions { span_size: 8192, ..BuildOptions::new("soci-indexer tests") };
+    let ztoc = build_ztoc(&blob[..], &options).unwrap();
+    let zinfo = &ztoc.compression_info.zinfo;
+    // The file over the most spans; its last span gets a flipped byte.
+    let (name, entry, (first, last)) = layer
+        .files
+        .iter()
+        .map(|(name, _)| {
+            let entry = find_entry(&ztoc, name).unwrap();
+            (name, entry, zinfo.spans_holding(entry.uncompressed_offset, entry.uncompressed_size).unwrap())
+        })
+        .max_by_key(|(_, _, (first, last))| last - first)
+        .unwrap();
+    assert!(last > first + 1, "{name} lies over three spans or more");
+    let (start, end) = zinfo.compressed_range(last, ztoc.compressed_archive_size).unwrap();
+    let mut damaged = blob.clone();
+    damaged[((start.get() + end.get()) / 2) as usize] ^= 0x01;
+
+    let dir = tempfile::tempdir().unwrap();
+    let blob_path = dir.path().join("layer.tar.gz");
+    std::fs::write(&blob_path, &damaged).unwrap();
+    let ztoc_path = dir.path().join("layer.ztoc");
+    std::fs::write(&ztoc_path, ztoc::codec::encode(&ztoc)).unwrap();
+    let output = run(&[os("extract"), blob_path.as_os_str(), ztoc_path.as_os_str(), os(name)]);
+    super::assert_fails_with(&output, &[&format!("span {last} is corrupt")]);
+    assert!(
+        output.stdout.is_empty(),
+        "{} bytes of {} ({} bytes) reached stdout before the corrupt span was found",
+        output.stdout.len(),
+        String::from_utf8_lossy(&entry.name),
+        entry.uncompressed_size
+    );
+}

@@ -8,6 +8,7 @@ use std::ops::RangeInclusive;
 use crate::error::Error;
 use crate::model::{EntryType, FileMetadata, Zinfo, Ztoc};
 use crate::offset::{CompressedOffset, UncompressedOffset};
+use crate::spans::{SpanFetcher, KEEP_LIMIT};
 use crate::zinfo::{GzipZinfo, SpanError};
 use crate::zlib::{Flush, Inflater, WINDOW_BITS_AUTO, WINDOW_BITS_RAW};
 
@@ -37,7 +38,8 @@ pub struct ExtractStats {
     pub first_span: usize,
     /// Last span read (inclusive).
     pub last_span: usize,
-    /// Compressed bytes fetched from the blob.
+    /// Compressed bytes read from the blob: each span once, or twice (to check, then to write) when the
+    /// file's spans are too big to keep in memory in between.
     pub compressed_bytes_read: u64,
     /// File bytes written.
     pub bytes_written: u64,
@@ -99,12 +101,24 @@ pub fn resolve_regular<'a>(ztoc: &'a Ztoc, entry: &'a FileMetadata) -> Result<&'
     Err(Error::NotFound(String::from_utf8_lossy(&entry.name).into_owned()))
 }
 
-/// Writes the data of regular-file `entry` to `out`, reading only the spans that hold it.
+/// Writes the data of regular-file `entry` to `out`, reading only the spans that hold it. Every span is
+/// checked against its digest before the first byte is written; see [`ExtractStats`] for what is read.
 pub fn extract_entry(
     blob: &mut impl RandomAccess,
     ztoc: &Ztoc,
     entry: &FileMetadata,
     out: &mut (impl Write + ?Sized),
+) -> Result<ExtractStats, Error> {
+    extract_keeping(blob, ztoc, entry, out, KEEP_LIMIT)
+}
+
+/// [`extract_entry`], keeping at most `keep_limit` bytes of checked spans in memory for the writing pass.
+fn extract_keeping(
+    blob: &mut impl RandomAccess,
+    ztoc: &Ztoc,
+    entry: &FileMetadata,
+    out: &mut (impl Write + ?Sized),
+    keep_limit: u64,
 ) -> Result<ExtractStats, Error> {
     let blob_size = blob.size()?;
     if blob_size != ztoc.compressed_archive_size.get() {
@@ -139,48 +153,23 @@ pub fn extract_entry(
         )?;
     let zinfo = &ztoc.compression_info.zinfo;
     let (first, last) = zinfo.spans_holding(start, size)?;
-    let mut reader =
-        SpanReader { blob, zinfo, layer_size: ztoc.compressed_archive_size, digests, bytes_read: 0 };
+    let mut fetcher = SpanFetcher::new(blob, zinfo, ztoc.compressed_archive_size, digests);
+    // Every span is checked before the first byte is written.
+    fetcher.verify(first..=last, keep_limit)?;
     match zinfo {
-        Zinfo::Gzip(gzip) => extract_gzip(&mut reader, gzip, first..=last, start, size, out)?,
-        Zinfo::Tar(_) => extract_tar(&mut reader, first..=last, start.get(), end, out)?,
+        Zinfo::Gzip(gzip) => extract_gzip(&mut fetcher, gzip, first..=last, start, size, out)?,
+        Zinfo::Tar(_) => extract_tar(&mut fetcher, first..=last, start.get(), end, out)?,
     }
     Ok(ExtractStats {
         first_span: first,
         last_span: last,
-        compressed_bytes_read: reader.bytes_read,
+        compressed_bytes_read: fetcher.bytes_read,
         bytes_written: size,
     })
 }
 
-/// Fetches spans and checks their digests before anything uses them.
-struct SpanReader<'a, B> {
-    blob: &'a mut B,
-    zinfo: &'a Zinfo,
-    layer_size: CompressedOffset,
-    digests: &'a [String],
-    bytes_read: u64,
-}
-
-impl<B: RandomAccess> SpanReader<'_, B> {
-    /// Reads span `span` into `buf` and checks its digest; returns where its bytes start.
-    fn read_span(&mut self, span: usize, buf: &mut Vec<u8>) -> Result<u64, Error> {
-        let (start, end) = self.zinfo.compressed_range(span, self.layer_size)?;
-        let len = end - start;
-        buf.clear();
-        buf.resize(len as usize, 0);
-        self.blob.read_exact_at(start.get(), buf)?;
-        self.bytes_read += len;
-        let actual = crate::sha256_digest(buf);
-        if actual != self.digests[span] {
-            return Err(Error::SpanDigestMismatch { span, expected: self.digests[span].clone(), actual });
-        }
-        Ok(start.get())
-    }
-}
-
 fn extract_gzip(
-    reader: &mut SpanReader<'_, impl RandomAccess>,
+    fetcher: &mut SpanFetcher<'_, impl RandomAccess>,
     zinfo: &GzipZinfo,
     spans: RangeInclusive<usize>,
     start: UncompressedOffset,
@@ -190,6 +179,7 @@ fn extract_gzip(
     let first = *spans.start();
     let checkpoint = zinfo.checkpoint(first)?;
     let corrupt = |reason: String| Error::CorruptGzip { offset: checkpoint.input, reason };
+    let layer_size = fetcher.layer_size();
 
     let mut inflater = Inflater::new(WINDOW_BITS_RAW).map_err(|e| corrupt(e.message))?;
     let mut stream = ResumedStream {
@@ -200,33 +190,36 @@ fn extract_gzip(
         to_write: size,
         scratch: vec![0u8; 64 * 1024],
     };
-    let mut buf = Vec::new();
     for span in spans {
-        reader.read_span(span, &mut buf)?;
-        let mut data = &buf[..];
         let bits = zinfo.checkpoint(span)?.bits;
-        if span == first {
-            if bits != 0 {
-                // The span starts with the last byte of the previous block; its top `bits` bits are ours.
-                let (&shared, rest) = data.split_first().ok_or(SpanError::OutsideLayer {
-                    index: span,
-                    start: checkpoint.input.get(),
-                    end: checkpoint.input.get(),
-                    layer_size: reader.layer_size.get(),
-                })?;
-                stream.inflater.prime(bits, shared >> (8 - bits)).map_err(|e| corrupt(e.message))?;
-                data = rest;
+        let mut at_span_start = true;
+        let more = fetcher.for_each_piece(span, |_, mut piece| {
+            if std::mem::take(&mut at_span_start) {
+                if bits != 0 {
+                    // The span starts with the last byte of the previous block: its top `bits` bits
+                    // start the first span's data; later spans had it as the previous span's last byte.
+                    let (&shared, rest) = piece.split_first().ok_or(SpanError::OutsideLayer {
+                        index: span,
+                        start: checkpoint.input.get(),
+                        end: checkpoint.input.get(),
+                        layer_size: layer_size.get(),
+                    })?;
+                    if span == first {
+                        stream.inflater.prime(bits, shared >> (8 - bits)).map_err(|e| corrupt(e.message))?;
+                    }
+                    piece = rest;
+                }
+                if span == first {
+                    stream.inflater.set_dictionary(checkpoint.window).map_err(|e| corrupt(e.message))?;
+                }
             }
-            stream.inflater.set_dictionary(checkpoint.window).map_err(|e| corrupt(e.message))?;
-        } else if bits != 0 {
-            // That shared byte was already fed as the last byte of the previous span.
-            data = data.get(1..).unwrap_or_default();
-        }
-        stream.feed(data, out).map_err(|e| match e {
-            FeedError::Zlib(message) => corrupt(message),
-            FeedError::Io(e) => Error::Io(e),
+            stream.feed(piece, out).map_err(|e| match e {
+                FeedError::Zlib(message) => corrupt(message),
+                FeedError::Io(e) => Error::Io(e),
+            })?;
+            Ok(stream.to_write > 0)
         })?;
-        if stream.to_write == 0 {
+        if !more || stream.to_write == 0 {
             break;
         }
     }
@@ -300,19 +293,73 @@ impl ResumedStream<'_> {
 }
 
 fn extract_tar(
-    reader: &mut SpanReader<'_, impl RandomAccess>,
+    fetcher: &mut SpanFetcher<'_, impl RandomAccess>,
     spans: RangeInclusive<usize>,
     start: u64,
     end: u64,
     out: &mut (impl Write + ?Sized),
 ) -> Result<(), Error> {
-    let mut buf = Vec::new();
     for span in spans {
-        let span_start = reader.read_span(span, &mut buf)?;
-        let span_end = span_start + buf.len() as u64;
-        let from = start.max(span_start) - span_start;
-        let to = end.min(span_end) - span_start;
-        out.write_all(&buf[from as usize..to as usize])?;
+        fetcher.for_each_piece(span, |at, piece| {
+            // Offsets in a plain tar layer are the same compressed and uncompressed.
+            let piece_end = at + piece.len() as u64;
+            let (from, to) = (start.max(at).min(piece_end), end.min(piece_end).max(at));
+            out.write_all(&piece[(from - at) as usize..(to - at) as usize])?;
+            Ok(piece_end < end)
+        })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::{build_ztoc, BuildOptions, LayerFormat};
+    use std::io::Cursor;
+
+    /// With no room to keep spans, each is read twice: checked, then read and checked again to write.
+    #[test]
+    fn spans_too_big_to_keep_are_read_twice_and_still_checked_first() {
+        let layer = testkit::generate_layer(
+            32,
+            &testkit::LayerConfig { entries: 20, max_file_size: 150_000, pax_percent: 0 },
+        );
+        let gz = testkit::gzip(&layer.tar, &testkit::GzipOptions::default());
+        let mut multi_span = 0;
+        for (blob, format) in [(gz, LayerFormat::Gzip), (layer.tar.clone(), LayerFormat::Tar)] {
+            let options = BuildOptions { span_size: 4096, format: Some(format), ..BuildOptions::new("t") };
+            let ztoc = build_ztoc(&blob[..], &options).unwrap();
+            let zinfo = &ztoc.compression_info.zinfo;
+            for (name, content) in layer.files.iter().filter(|(_, content)| !content.is_empty()) {
+                let entry = find_entry(&ztoc, name).unwrap();
+                let mut out = Vec::new();
+                let stats = extract_keeping(&mut Cursor::new(&blob), &ztoc, entry, &mut out, 0).unwrap();
+                assert!(out == *content, "{format:?} {name}");
+                let spans_bytes: u64 = (stats.first_span..=stats.last_span)
+                    .map(|span| {
+                        let (start, end) =
+                            zinfo.compressed_range(span, ztoc.compressed_archive_size).unwrap();
+                        end - start
+                    })
+                    .sum();
+                // The writing pass may stop inside the last span, once the file is complete.
+                assert!(stats.compressed_bytes_read > spans_bytes, "{format:?} {name}");
+                assert!(stats.compressed_bytes_read <= 2 * spans_bytes, "{format:?} {name}");
+                if stats.last_span == stats.first_span {
+                    continue;
+                }
+                multi_span += 1;
+                let (start, end) =
+                    zinfo.compressed_range(stats.last_span, ztoc.compressed_archive_size).unwrap();
+                let mut damaged = blob.clone();
+                damaged[((start.get() + end.get()) / 2) as usize] ^= 0x40;
+                out.clear();
+                let error =
+                    extract_keeping(&mut Cursor::new(&damaged), &ztoc, entry, &mut out, 0).unwrap_err();
+                assert!(matches!(error, Error::SpanDigestMismatch { .. }), "{format:?} {name}: {error}");
+                assert!(out.is_empty(), "{format:?} {name}: {} bytes written", out.len());
+            }
+        }
+        assert!(multi_span >= 4, "files over several spans: {multi_span}");
+    }
 }

@@ -15,6 +15,7 @@ pub mod extract;
 mod gzip;
 mod model;
 mod offset;
+mod spans;
 pub mod tar;
 pub mod zinfo;
 mod zlib;

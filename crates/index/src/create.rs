@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use crate::build::build_ztocs;
 use crate::error::Error;
-use crate::options::CreateOptions;
+use crate::options::{Binding, CreateOptions};
+use crate::prune;
 use crate::publish::publish;
 use crate::registry::Registry;
 use crate::report::{CreateReport, Observer, Outcome, PlatformReport};
@@ -61,7 +62,15 @@ pub async fn create<R: Registry>(
         return finish(report, Outcome::NothingToIndex);
     }
 
+    // The index `<tag><suffix>` holds before this run replaces it (v2: a re-pointed tag, or --force).
+    let replaced = match &binding {
+        Binding::V2 { soci_tag } => prune::soci_index_digest(registry.as_ref(), soci_tag).await?,
+        Binding::V1 => None,
+    };
     let published = publish(registry.as_ref(), &image, &ztocs, &binding, options).await?;
+    if let Some(old) = replaced.filter(|old| published.image_index_digest.as_ref() != Some(old)) {
+        report.removed = clean_up(registry.as_ref(), &old, &options.tag_suffix).await;
+    }
     for (position, platform) in image.selected.keys().zip(report.platforms.iter_mut()) {
         platform.soci_index_digest = published.soci_indexes.get(position).map(|d| d.digest.clone());
         platform.converted_manifest_digest = published.converted.get(&platform.manifest_digest).cloned();
@@ -69,6 +78,18 @@ pub async fn create<R: Registry>(
     report.pushed_tag = published.pushed_tag;
     report.image_index_digest = published.image_index_digest;
     finish(report, Outcome::Created)
+}
+
+/// Removes the index a new one replaced, and what only it referenced. Best effort: the new index is
+/// in place, so a failure here is logged, never the run's.
+async fn clean_up<R: Registry>(registry: &R, old: &str, tag_suffix: &str) -> Vec<String> {
+    match prune::remove_replaced(registry, old, tag_suffix).await {
+        Ok(removed) => removed,
+        Err(e) => {
+            tracing::warn!(index = %old, error = %crate::error::chain(&e), "the replaced SOCI index was not removed");
+            Vec::new()
+        }
+    }
 }
 
 /// The report before anything is built: the image and its selected platforms.
@@ -92,6 +113,7 @@ fn initial_report(reference: &str, image: &ResolvedImage, options: &CreateOption
         layers: Vec::new(),
         pushed_tag: None,
         image_index_digest: None,
+        removed: Vec::new(),
         duration_ms: 0,
     }
 }

@@ -106,6 +106,19 @@ pub enum Error {
         #[source]
         source: LayerError,
     },
+    /// The registry does not allow deleting manifests.
+    #[error(
+        "the registry refused to delete {digest} ({tag}): deletion is disabled or unsupported there \
+         ({removed} manifest(s) of it removed before; enable deletes, e.g. distribution's storage.delete)"
+    )]
+    DeletionRefused {
+        /// The orphan's tag.
+        tag: String,
+        /// The manifest refused.
+        digest: String,
+        /// How many of the orphan's manifests were deleted before.
+        removed: usize,
+    },
     /// Other writers kept replacing the v1 fallback tag.
     #[error("referrers tag {tag}: other writers replaced it {attempts} times in a row; try again")]
     FallbackContended {

@@ -10,6 +10,9 @@
 //!    through the zTOC builder, largest first, and push its zTOC;
 //! 5. [`publish`]: the SOCI index manifests, then the [`Binding`] (v2 `<tag><suffix>`, or v1 referrers).
 //!
+//! Lifecycle verbs sit beside `create`: [`status`] (readiness), [`sync`] (index every tag of a
+//! repository that needs it) and [`prune`] (remove SOCI output whose image is gone).
+//!
 //! The formats: [`oci`] and [`json`] (OCI/Docker manifests written byte for byte as Go writes them),
 //! [`soci`] (the SOCI index manifest), [`convert`] (the v2 image index, as `soci convert` makes it).
 
@@ -22,6 +25,7 @@ pub mod json;
 pub mod media;
 pub mod oci;
 mod options;
+pub mod prune;
 pub mod publish;
 mod registry;
 mod report;
@@ -30,6 +34,7 @@ pub mod reuse;
 pub mod select;
 pub mod soci;
 pub mod status;
+pub mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
 

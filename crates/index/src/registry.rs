@@ -96,6 +96,9 @@ pub trait Registry: Send + Sync + 'static {
     /// The registry and repository this handle works on.
     fn location(&self) -> Location;
 
+    /// Every tag of the repository.
+    fn list_tags(&self) -> impl Future<Output = Result<Vec<String>, SourceError>> + Send;
+
     /// Whether the repository has the blob `digest`.
     fn blob_exists(&self, digest: &str) -> impl Future<Output = Result<bool, SourceError>> + Send;
 

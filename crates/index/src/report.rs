@@ -164,6 +164,9 @@ pub struct CreateReport {
     /// v2: the digest of the new image index.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_index_digest: Option<String>,
+    /// v2: manifests of the index this run replaced (a re-pointed tag), removed after the new tag.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
     /// Total milliseconds.
     pub duration_ms: u64,
 }

@@ -226,6 +226,13 @@ impl Registry for MemoryRegistry {
         Location { registry: HOST.into(), repository: self.name.clone() }
     }
 
+    async fn list_tags(&self) -> Result<Vec<String>, SourceError> {
+        self.enter().await?;
+        let mut tags: Vec<String> = self.tags.lock().unwrap().keys().cloned().collect();
+        tags.sort();
+        Ok(tags)
+    }
+
     async fn blob_exists(&self, digest: &str) -> Result<bool, SourceError> {
         self.enter().await?;
         Ok(self.blob(digest).is_some())
@@ -338,6 +345,7 @@ impl Registry for MemoryRegistry {
         }
         self.manifests.lock().unwrap().remove(digest);
         self.tags.lock().unwrap().retain(|_, d| d != digest);
+        self.log(format!("delete {digest}"));
         Ok(true)
     }
 }

@@ -1,0 +1,168 @@
+//! Lifecycle: bring a whole repository to "every matching image is indexed": list its tags, index
+//! those that are not indexed or are stale, leave the rest, and say what happened to each.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use crate::create::create;
+use crate::error::{chain, registry_error, Error};
+use crate::options::CreateOptions;
+use crate::prune::fallback_subject;
+use crate::registry::Registry;
+use crate::report::{Observer, Outcome};
+use crate::soci::IndexVersion;
+use crate::status::{status, State};
+
+/// Which tags `sync` considers, and how.
+pub struct SyncOptions {
+    /// Whether a tag is wanted (the CLI's `--filter` globs; everything by default).
+    pub select: Box<dyn Fn(&str) -> bool + Send + Sync>,
+    /// Images indexed at once.
+    pub concurrency: usize,
+    /// Say what would be done, change nothing.
+    pub dry_run: bool,
+}
+
+/// What happened to one tag.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum SyncAction {
+    /// Indexed now.
+    Indexed {
+        /// The state before.
+        was: State,
+        /// Layers built.
+        layers_indexed: usize,
+        /// Layers whose zTOC was reused.
+        layers_reused: usize,
+    },
+    /// Dry run: would be indexed.
+    WouldIndex {
+        /// The state now.
+        state: State,
+    },
+    /// Already indexed: nothing built.
+    AlreadyIndexed,
+    /// Not for indexing (SOCI output, no filter matches, not an image, nothing eligible).
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+    /// Indexing failed.
+    Failed {
+        /// The error, with its causes.
+        error: String,
+    },
+}
+
+/// One tag and what happened to it.
+#[derive(Clone, Debug, Serialize)]
+pub struct SyncEntry {
+    /// The tag.
+    pub tag: String,
+    /// What happened.
+    #[serde(flatten)]
+    pub action: SyncAction,
+}
+
+/// What `sync` did, tag by tag.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SyncReport {
+    /// Nothing was changed.
+    pub dry_run: bool,
+    /// Every tag of the repository, in the registry's order.
+    pub tags: Vec<SyncEntry>,
+}
+
+impl SyncReport {
+    /// How many tags ended with an action for which `matches` holds.
+    pub fn count(&self, matches: impl Fn(&SyncAction) -> bool) -> usize {
+        self.tags.iter().filter(|e| matches(&e.action)).count()
+    }
+
+    /// Whether any tag failed.
+    pub fn any_failed(&self) -> bool {
+        self.count(|a| matches!(a, SyncAction::Failed { .. })) > 0
+    }
+}
+
+/// Indexes every wanted tag of the repository that is not indexed (or is stale, or partial).
+pub async fn sync<R: Registry>(
+    registry: Arc<R>,
+    options: &CreateOptions,
+    sync: &SyncOptions,
+    observer: Arc<dyn Observer>,
+) -> Result<SyncReport, Error> {
+    let tags = registry.list_tags().await.map_err(registry_error("listing tags"))?;
+    let work = tags.iter().map(|tag| {
+        let registry = registry.clone();
+        let observer = observer.clone();
+        async move {
+            let action = match skip_reason(tag, options, sync) {
+                Some(reason) => SyncAction::Skipped { reason },
+                None => sync_tag(registry, tag, options, sync.dry_run, observer).await,
+            };
+            SyncEntry { tag: tag.clone(), action }
+        }
+    });
+    let mut entries: Vec<SyncEntry> =
+        futures_util::stream::iter(work).buffer_unordered(sync.concurrency.max(1)).collect().await;
+    entries.sort_by_key(|e| tags.iter().position(|t| *t == e.tag));
+    Ok(SyncReport { dry_run: sync.dry_run, tags: entries })
+}
+
+/// Tags that are SOCI output by name, or that no filter wants.
+fn skip_reason(tag: &str, options: &CreateOptions, sync: &SyncOptions) -> Option<String> {
+    if options.index_version == IndexVersion::V2 && tag.ends_with(&options.tag_suffix) {
+        return Some(format!("SOCI output (ends with {})", options.tag_suffix));
+    }
+    if fallback_subject(tag).is_some() {
+        return Some("SOCI output (a referrers fallback tag)".into());
+    }
+    if !(sync.select)(tag) {
+        return Some("matches no filter".into());
+    }
+    None
+}
+
+async fn sync_tag<R: Registry>(
+    registry: Arc<R>,
+    tag: &str,
+    options: &CreateOptions,
+    dry_run: bool,
+    observer: Arc<dyn Observer>,
+) -> SyncAction {
+    let was = match status(registry.as_ref(), tag, Some(tag), options).await {
+        Ok(report) if report.state == State::Indexed => return SyncAction::AlreadyIndexed,
+        Ok(report) => report.state,
+        Err(e) => return failure(e),
+    };
+    if dry_run {
+        return SyncAction::WouldIndex { state: was };
+    }
+    match create(registry, tag, Some(tag), options, observer).await {
+        Ok(report) => match report.outcome {
+            Outcome::Created => SyncAction::Indexed {
+                was,
+                layers_indexed: report.layers_indexed(),
+                layers_reused: report.layers_reused(),
+            },
+            Outcome::AlreadyIndexed => SyncAction::AlreadyIndexed,
+            Outcome::NothingToIndex => {
+                SyncAction::Skipped { reason: "nothing to index: no layer is eligible".into() }
+            }
+        },
+        Err(e) => failure(e),
+    }
+}
+
+/// Input that can never be indexed is skipped; anything else failed.
+fn failure(error: Error) -> SyncAction {
+    if error.is_unindexable_input() {
+        SyncAction::Skipped { reason: chain(&error) }
+    } else {
+        SyncAction::Failed { error: chain(&error) }
+    }
+}

@@ -94,7 +94,8 @@ pub async fn handle<R: Registries>(
         Err(reason) => Report::new(invocation.request_id.clone(), "").skipped(reason),
     };
     report.duration_ms = started.elapsed().as_millis() as u64;
-    report
+    // Everything echoed came from the event: bounded for the log line and the answer.
+    report.bounded()
 }
 
 async fn index_image<R: Registries>(

@@ -3,6 +3,7 @@
 //! namespace: `Indexed`, `Skipped`, `Failed` (0 or 1 each), `LayersIndexed`, `LayersReused`, `BytesIndexed` and
 //! `DurationMs`.
 
+use std::borrow::Cow;
 use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -10,6 +11,33 @@ use serde::Serialize;
 
 /// The CloudWatch namespace of the metrics.
 pub const NAMESPACE: &str = "SociIndexer";
+
+/// The most characters of an identifier echoed in the report (request id, repository, registry, digests,
+/// tags): they come from the event, and CloudWatch drops a log event over 256 KB, metrics and all.
+pub const MAX_FIELD_CHARS: usize = 1024;
+
+/// The most characters of the reason, which may quote the event and a chain of errors.
+pub const MAX_REASON_CHARS: usize = 4096;
+
+/// `text` if it has at most `max` characters; else its start and its end around a marker that gives
+/// its length, `max` characters in all (so shortening again changes nothing).
+pub fn shorten(text: &str, max: usize) -> Cow<'_, str> {
+    let length = text.chars().count();
+    if length <= max {
+        return Cow::Borrowed(text);
+    }
+    let marker = format!(" … [{length} characters, shortened] … ");
+    let kept = max.saturating_sub(marker.chars().count());
+    let (head, tail) = (kept - kept / 2, kept / 2);
+    let byte_at = |chars: usize| text.char_indices().nth(chars).map_or(text.len(), |(at, _)| at);
+    Cow::Owned(format!("{}{marker}{}", &text[..byte_at(head)], &text[byte_at(length - tail)..]))
+}
+
+fn shorten_in_place(text: &mut String, max: usize) {
+    if let Cow::Owned(short) = shorten(text, max) {
+        *text = short;
+    }
+}
 
 /// How an event ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -186,15 +214,40 @@ impl Report {
         })
     }
 
-    /// Writes the log line and the EMF line (stdout, which Lambda sends to CloudWatch Logs). Write
-    /// errors are ignored: reporting never fails the invocation.
+    /// The report with every echoed text shortened to [`MAX_FIELD_CHARS`] ([`MAX_REASON_CHARS`] for
+    /// the reason).
+    pub fn bounded(mut self) -> Report {
+        let fields = [&mut self.request_id, &mut self.repository].into_iter().chain(
+            [
+                &mut self.registry,
+                &mut self.digest,
+                &mut self.tag,
+                &mut self.index_digest,
+                &mut self.pushed_tag,
+            ]
+            .into_iter()
+            .flatten(),
+        );
+        for field in fields.chain(self.soci_indexes.iter_mut()) {
+            shorten_in_place(field, MAX_FIELD_CHARS);
+        }
+        if let Some(reason) = &mut self.reason {
+            shorten_in_place(reason, MAX_REASON_CHARS);
+        }
+        self
+    }
+
+    /// Writes the log line and the EMF line (stdout, which Lambda sends to CloudWatch Logs), both
+    /// [bounded](Report::bounded). Write errors are ignored: reporting never fails the invocation.
     pub fn emit(&self) {
-        self.log();
+        let bounded = self.clone().bounded();
+        let report = &bounded;
+        report.log();
         let timestamp_ms =
             SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default();
         let mut stdout = std::io::stdout().lock();
         let function_name = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "local".into());
-        let _ = writeln!(stdout, "{}", self.metrics(timestamp_ms, &function_name));
+        let _ = writeln!(stdout, "{}", report.metrics(timestamp_ms, &function_name));
         let _ = stdout.flush();
     }
 }
@@ -247,5 +300,36 @@ mod tests {
         let json = serde_json::to_value(&skipped).unwrap();
         assert_eq!(json["outcome"], "skipped");
         assert!(json.get("index_digest").is_none());
+    }
+
+    #[test]
+    fn long_texts_keep_their_ends_and_say_their_length() {
+        assert_eq!(shorten("short", 10), "short");
+        assert_eq!(shorten(&"x".repeat(1024), 1024).len(), 1024);
+        let text = format!("start{}end", "é".repeat(100_000));
+        let short = shorten(&text, 1024);
+        assert_eq!(short.chars().count(), 1024);
+        assert!(short.starts_with("startéé") && short.ends_with("éééend"), "{short}");
+        assert!(short.contains(" … [100008 characters, shortened] … "), "{short}");
+        assert_eq!(shorten(&short, 1024), short, "shortening twice changes nothing");
+    }
+
+    #[test]
+    fn a_bounded_report_fits_a_log_event() {
+        let huge = "a".repeat(1 << 20);
+        let mut report = Report::new(huge.clone(), huge.clone()).skipped(huge.clone());
+        report.registry = Some(huge.clone());
+        report.digest = Some(huge.clone());
+        report.tag = Some(huge.clone());
+        report.index_digest = Some(huge.clone());
+        report.pushed_tag = Some(huge.clone());
+        report.soci_indexes = vec![huge.clone(), "sha256:1".into()];
+        let bounded = report.bounded();
+        let line = serde_json::to_string(&bounded).unwrap();
+        assert!(line.len() < 16 * 1024, "{} bytes", line.len());
+        assert_eq!(bounded.reason.as_deref().map(|r| r.chars().count()), Some(MAX_REASON_CHARS));
+        assert_eq!(bounded.tag.as_deref().map(|t| t.chars().count()), Some(MAX_FIELD_CHARS));
+        assert_eq!(bounded.soci_indexes[1], "sha256:1");
+        assert!(bounded.metrics(0, "f").to_string().len() < 4 * 1024);
     }
 }

@@ -43,9 +43,28 @@ fn is_referrers_tag(tag: &str) -> bool {
     })
 }
 
+/// What the distribution spec allows a tag to be, `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+pub const TAG_RULE: &str = "a tag is 1 to 128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'";
+
+/// `Err(why)` unless `tag` follows [`TAG_RULE`] (an over-long tag is named by its length only).
+fn check_tag(tag: &str) -> Result<(), String> {
+    let length = tag.chars().count();
+    if length > 128 {
+        return Err(format!("image-tag is {length} characters long: {TAG_RULE}"));
+    }
+    let mut bytes = tag.bytes();
+    let first = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if first && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
+        Ok(())
+    } else {
+        Err(format!("image-tag {tag:?} is not a valid tag: {TAG_RULE}"))
+    }
+}
+
 /// Decides what to do with `event` under `config`, in this order: not a successful ECR push → skip; a
-/// SOCI index or a non-image artifact by the event's media types → skip; soci-indexer's own tag (ending
-/// in the suffix, or a referrers tag) → skip; no filter selects `repository:tag` → skip; v2 without a
+/// SOCI index or a non-image artifact by the event's media types → skip; a tag off the tag grammar when
+/// the image is fetched by tag → skip; soci-indexer's own tag (ending in the suffix, or a referrers tag)
+/// → skip; no filter selects `repository:tag` → skip; v2 without a
 /// tag → skip (v1 indexes by digest); then the registry (the override, or the event account's ECR).
 pub fn plan(event: &EcrEvent, config: &Config) -> Plan {
     if event.source != event::SOURCE || event.detail_type != event::DETAIL_TYPE {
@@ -92,6 +111,12 @@ pub fn plan(event: &EcrEvent, config: &Config) -> Plan {
     }
 
     if let Some(tag) = tag {
+        // v2 fetches by tag and v1 does without a digest: a tag off the grammar can never be fetched.
+        if config.index_version == IndexVersion::V2 || digest.is_none() {
+            if let Err(reason) = check_tag(tag) {
+                return skip(reason);
+            }
+        }
         if tag.ends_with(config.tag_suffix.as_str()) {
             return skip(format!(
                 "tag {tag:?} ends with the SOCI tag suffix {:?}: soci-indexer's own output",
@@ -344,5 +369,26 @@ mod tests {
                 assert!(reason.contains("filter"), "{reason}");
             }
         }
+    }
+
+    #[test]
+    fn tags_follow_the_distribution_grammar_when_fetched() {
+        let v2 = config(&[]);
+        for tag in ["1.0", "_x", "A.b-c_D", "latest", &"t".repeat(128)] {
+            assert_eq!(check_tag(tag), Ok(()), "{tag}");
+            assert!(matches!(plan(&push(json!({"image-tag": tag})), &v2), Plan::Index(_)), "{tag}");
+        }
+        for tag in ["-bad", ".x", "a/b", "../../x", "a b", "x:1", "\u{e9}t\u{e9}", &"t".repeat(129)] {
+            let why = reason(plan(&push(json!({"image-tag": tag})), &v2));
+            assert!(why.ends_with(TAG_RULE), "{tag}: {why}");
+        }
+        // Checked before the own-output rules, which quote the tag.
+        let own = push(json!({"image-tag": format!("{}-soci", "t".repeat(200))}));
+        assert_eq!(reason(plan(&own, &v2)), format!("image-tag is 205 characters long: {TAG_RULE}"));
+        // v1 fetches by digest when it has one.
+        let v1 = config(&[("SOCI_INDEX_VERSION", "v1")]);
+        assert!(matches!(plan(&push(json!({"image-tag": "-bad"})), &v1), Plan::Index(_)));
+        let tag_only = push(json!({"image-tag": "-bad", "image-digest": null}));
+        assert!(reason(plan(&tag_only, &v1)).starts_with("image-tag \"-bad\" is not a valid tag"));
     }
 }

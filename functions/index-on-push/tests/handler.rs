@@ -332,3 +332,66 @@ fn the_invocation_deadline_comes_from_the_context() {
     let left = Invocation::from_context(&context).deadline.unwrap() - Instant::now();
     assert!(left > Duration::from_secs(598) && left <= Duration::from_secs(600), "{left:?}");
 }
+
+#[tokio::test]
+async fn invalid_tags_are_skipped_naming_the_tag_rule_without_touching_the_registry() {
+    let long = "a".repeat(129);
+    let v1 = config(&[("SOCI_INDEX_VERSION", "v1")]);
+    for tag in ["-bad", ".hidden", "a/b", "../../x", "a b", "tag:1", "caf\u{e9}", long.as_str()] {
+        // v2 fetches by tag, and so does v1 when the event has no digest.
+        for (event, config) in [
+            (push(json!({"image-tag": tag})), config(&[])),
+            (push(json!({"image-tag": tag, "image-digest": null})), v1.clone()),
+        ] {
+            let registries = FakeRegistries::new(Mode::Serve);
+            let report = run(&event, &config, &registries).await;
+            assert_skipped(
+                &report,
+                "a tag is 1 to 128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'",
+            );
+            assert!(!registries.touched(), "{tag:?}: the registry was used");
+        }
+        // v1 fetches by digest when there is one: the tag plays no part.
+        let registries = FakeRegistries::new(Mode::Serve);
+        let report = run(&push(json!({"image-tag": tag})), &v1, &registries).await;
+        assert!(registries.touched(), "{tag:?}: {report:?}");
+    }
+    let report =
+        run(&push(json!({"image-tag": long})), &config(&[]), &FakeRegistries::new(Mode::Serve)).await;
+    assert_skipped(&report, "image-tag is 129 characters long: a tag is");
+}
+
+#[tokio::test]
+async fn echoed_fields_are_bounded_however_long_the_event_made_them() {
+    let huge_tag = format!("v{}", "1".repeat(1 << 20));
+    let huge_name = format!("team/{}", "a".repeat(1 << 20));
+    let huge_digest = format!("sha256:{}", "f".repeat(1 << 20));
+    let tag = |report: &Report| report.tag.clone().unwrap_or_default();
+    let repository = |report: &Report| report.repository.clone();
+    let digest = |report: &Report| report.digest.clone().unwrap_or_default();
+    type Echoed<'a> = &'a dyn Fn(&Report) -> String;
+    let cases: [(Value, Echoed, usize); 4] = [
+        (push(json!({"image-tag": huge_tag})), &tag, huge_tag.len()),
+        (push(json!({"image-tag": format!("{huge_tag}-soci")})), &tag, huge_tag.len() + 5),
+        (push(json!({"repository-name": huge_name})), &repository, huge_name.len()),
+        (push(json!({"image-digest": huge_digest})), &digest, huge_digest.len()),
+    ];
+    for (event, field, length) in cases {
+        let registries = FakeRegistries::new(Mode::Serve);
+        let report = run(&event, &config(&[]), &registries).await;
+        assert_eq!(
+            report.outcome,
+            Outcome::Skipped,
+            "{length}: {:.300}",
+            report.reason.as_deref().unwrap_or_default()
+        );
+        assert!(!registries.touched(), "{length}: the registry was used");
+        let echoed = field(&report);
+        assert!(echoed.chars().count() <= 1024, "{length}: the field is {} characters", echoed.len());
+        assert!(echoed.contains(&format!("{length} characters")), "{length}: {echoed}");
+        let reason = report.reason.clone().unwrap_or_default();
+        assert!(reason.chars().count() <= 4096, "{length}: the reason is {} characters", reason.len());
+        let answer = serde_json::to_string(&report).unwrap();
+        assert!(answer.len() < 16 * 1024, "{length}: the report is {} bytes", answer.len());
+    }
+}

@@ -423,3 +423,71 @@ async fn read_all(mut from: impl tokio::io::AsyncRead + Unpin) -> Vec<u8> {
     tokio::io::AsyncReadExt::read_to_end(&mut from, &mut all).await.unwrap();
     all
 }
+
+/// Whatever the payload (any JSON: Lambda takes nothing else), the function answers and logs one outcome
+/// line and its metrics; a huge event's line stays far below CloudWatch's 256 KB per log event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_and_huge_payloads_each_get_one_bounded_outcome_line() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut api = RuntimeApi::start().await;
+    let mut child = tokio::process::Command::from(command(&[
+        ("AWS_LAMBDA_RUNTIME_API", api.addr.to_string()),
+        ("SOCI_REGISTRY_URL", format!("http://{closed}")),
+    ]))
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true)
+    .spawn()
+    .unwrap();
+    let stdout = tokio::spawn(read_all(child.stdout.take().unwrap()));
+    let huge_tag = format!("v{}", "1".repeat(1 << 20));
+    let mut huge = fixture_event();
+    huge["detail"]["image-tag"] = json!(huge_tag);
+    let payloads = [
+        ("req-string", json!("hello"), "not an EventBridge ECR Image Action event"),
+        ("req-array", json!([1]), "not an EventBridge ECR Image Action event"),
+        ("req-number", json!(42), "not an EventBridge ECR Image Action event"),
+        ("req-null", json!(null), "not an EventBridge ECR Image Action event"),
+        (
+            "req-shape",
+            json!({"source": "aws.ecr", "detail": [1, 2]}),
+            "not an EventBridge ECR Image Action event",
+        ),
+        ("req-huge", huge, "a tag is 1 to 128 characters"),
+    ];
+    for (request_id, payload, _) in &payloads {
+        api.send(request_id, payload.clone());
+    }
+    for (expected_id, _, expected_reason) in &payloads {
+        let (_, answer) = api.answer().await;
+        let Answer::Response { request_id, body } = answer else {
+            panic!("{expected_id}: expected a response, got {answer:.2000?}")
+        };
+        assert_eq!(request_id, *expected_id);
+        assert_eq!(body["outcome"], "skipped", "{body:.2000}");
+        assert!(body["reason"].as_str().unwrap_or_default().contains(expected_reason), "{body:.2000}");
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let stdout = String::from_utf8(stdout.await.unwrap()).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    for line in &lines {
+        assert!(line.len() < 16 * 1024, "a {} byte line: {line:.2000}", line.len());
+    }
+    let lines: Vec<Value> = lines.iter().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let outcomes: Vec<&Value> =
+        lines.iter().filter(|l| l.get("outcome").is_some() && l.get("_aws").is_none()).collect();
+    let ids: Vec<&str> = outcomes.iter().map(|l| l["request_id"].as_str().unwrap_or_default()).collect();
+    assert_eq!(
+        ids,
+        payloads.iter().map(|(id, _, _)| *id).collect::<Vec<_>>(),
+        "one outcome line per payload"
+    );
+    assert!(outcomes.iter().all(|l| l["outcome"] == "skipped"));
+    let huge_line = outcomes[5];
+    let tag = huge_line["tag"].as_str().unwrap_or_default();
+    assert!(tag.starts_with("v111") && tag.contains(&format!("{} characters", huge_tag.len())), "{tag}");
+    let metrics = lines.iter().filter(|l| l["Skipped"] == 1).count();
+    assert_eq!(metrics, payloads.len(), "one EMF line per payload");
+}

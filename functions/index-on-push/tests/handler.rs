@@ -395,3 +395,22 @@ async fn echoed_fields_are_bounded_however_long_the_event_made_them() {
         assert!(answer.len() < 16 * 1024, "{length}: the report is {} bytes", answer.len());
     }
 }
+
+/// `<tag><suffix>` may be 128 characters at most: the engine refuses a longer one before building, and
+/// the handler skips the event (nothing was pushed), while one of exactly 128 is indexed.
+#[tokio::test]
+async fn a_tag_too_long_for_its_suffix_is_skipped_and_nothing_is_pushed() {
+    let too_long = "t".repeat(125);
+    let registries = FakeRegistries::new(Mode::Serve);
+    push_image(&registries.fake, &small_image(), &too_long);
+    let report = run(&push(json!({"image-tag": too_long})), &config(&[]), &registries).await;
+    assert_skipped(&report, "longer than 128 characters");
+    assert!(registries.fake.pushes().is_empty(), "pushed {:?}", registries.fake.pushes());
+
+    let longest = "t".repeat(123);
+    push_image(&registries.fake, &small_image(), &longest);
+    let report = run(&push(json!({"image-tag": longest})), &config(&[]), &registries).await;
+    assert_eq!(report.outcome, Outcome::Indexed, "{report:?}");
+    assert_eq!(report.pushed_tag.map(|tag| tag.len()), Some(128));
+    assert!(!registries.fake.pushes().is_empty());
+}

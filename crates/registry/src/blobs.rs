@@ -10,7 +10,8 @@ use url::Url;
 use crate::digest::{check_digest, sha256_digest, validate_digest};
 use crate::download::BlobDownload;
 use crate::error::Resource;
-use crate::transport::{redact_url, resolve_location, transport_error, Access, Sent};
+use crate::limits::Throughput;
+use crate::transport::{redact_url, resolve_location, Access, Sent};
 use crate::{BlobStream, Client, Error, Repository};
 
 /// The outcome of [`Client::push_blob`].
@@ -145,7 +146,7 @@ impl Client {
             StatusCode::OK => range.start,
             _ => return Err(sent.into_error(repo, Resource::Blob, range.digest).await),
         };
-        range.read(sent, skip).await
+        range.read(sent, skip, self.blob_throughput()).await
     }
 
     /// Uploads a blob unless the repository already has it. The bytes are checked against `digest`
@@ -238,16 +239,15 @@ impl Range<'_> {
         }
     }
 
-    /// Reads the range from a response whose body starts `skip` bytes before it.
-    async fn read(self, sent: Sent, mut skip: u64) -> Result<Bytes, Error> {
+    /// Reads the range from a response whose body starts `skip` bytes before it, at the minimum
+    /// blob throughput.
+    async fn read(self, sent: Sent, mut skip: u64, mut throughput: Throughput) -> Result<Bytes, Error> {
         let len = self.len();
         let url = sent.url;
         let mut response = sent.response;
         let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(64 * 1024 * 1024));
         while (buf.len() as u64) < len {
-            let Some(mut chunk) =
-                response.chunk().await.map_err(|e| transport_error(&Method::GET, &url, e))?
-            else {
+            let Some(mut chunk) = throughput.chunk(&mut response).await? else {
                 break;
             };
             if skip > 0 {

@@ -21,8 +21,22 @@ pub struct ClientConfig {
     pub user_agent: String,
     /// Time allowed to establish a connection (TCP and TLS).
     pub connect_timeout: Duration,
-    /// Time allowed between two reads of a response; bodies may take longer as a whole, blobs are big.
+    /// Time allowed between two reads of a response: a backstop for dead connections, above
+    /// `request_timeout` and `blob_stall_window`, which normally fire first.
     pub read_timeout: Duration,
+    /// Time allowed for one request, from sending it to the end of its answer, token requests and
+    /// redirects included: manifests, referrers, uploads (plus time for their body at the minimum
+    /// blob throughput) and the headers of blob downloads (their bodies have a minimum throughput).
+    pub request_timeout: Duration,
+    /// The least a blob body must move per `blob_stall_window` of waiting (0: no minimum). Blobs
+    /// have no total deadline: a multi-gigabyte layer may take minutes, but must not stall.
+    pub blob_min_bytes: u64,
+    /// The window of `blob_min_bytes`.
+    pub blob_stall_window: Duration,
+    /// Attempts of one operation whose attempts time out (deadline, minimum throughput or read
+    /// timeout), the first included, within `retry.max_attempts`: a registry that never answers
+    /// fails an operation after about `timeout_attempts × request_timeout` plus backoff.
+    pub timeout_attempts: u32,
 }
 
 impl Default for ClientConfig {
@@ -32,7 +46,14 @@ impl Default for ClientConfig {
             retry: RetryPolicy::default(),
             user_agent: concat!("soci-indexer/", env!("CARGO_PKG_VERSION")).to_owned(),
             connect_timeout: Duration::from_secs(30),
-            read_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(90),
+            // Manifests, indexes and referrers pages are kilobytes: a minute is generous.
+            request_timeout: Duration::from_secs(60),
+            // About 17 KiB/s: below any usable link, so only stalls and trickles fail.
+            blob_min_bytes: 512 * 1024,
+            blob_stall_window: Duration::from_secs(30),
+            // 3 × 60 s plus under a second of backoff: about three minutes.
+            timeout_attempts: 3,
         }
     }
 }

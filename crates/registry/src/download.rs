@@ -6,22 +6,23 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::Stream;
-use reqwest::Method;
 use tracing::debug;
 
 use crate::blobs::skip_prefix;
 use crate::digest::{check_digest, DigestCounter};
-use crate::transport::{redact_url, transport_error};
+use crate::limits::Throughput;
+use crate::transport::redact_url;
 use crate::{Client, Error, Repository};
 
 /// The bytes of a blob, chunk by chunk, as they arrive; never buffered whole.
 ///
-/// When the connection breaks (or the body ends early) the download resumes with
-/// `Range: bytes=<received>-`, within the client's retry budget (which restarts whenever a resumed
-/// request makes progress). Everything is hashed: if the content does not match the digest, or the
-/// size differs from the expected one, the last item is [`Error::DigestMismatch`] or
-/// [`Error::SizeMismatch`] instead of a clean end, so a consumer that reads to the end never accepts
-/// corrupted data. After an error item, the stream ends.
+/// When the connection breaks, the body ends early or it moves slower than the client's minimum
+/// throughput, the download resumes with `Range: bytes=<received>-`, within the client's retry
+/// budget (which restarts whenever a response moves at least that minimum). Everything is hashed:
+/// if the content does not match the digest, or the size differs from the expected one, the last
+/// item is [`Error::DigestMismatch`] or [`Error::SizeMismatch`] instead of a clean end, so a
+/// consumer that reads to the end never accepts corrupted data. After an error item, the stream
+/// ends.
 pub struct BlobStream {
     inner: Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send>>,
     size: Option<u64>,
@@ -60,6 +61,8 @@ pub(crate) struct BlobDownload {
     total_size: Option<u64>,
     counter: DigestCounter,
     response: Option<reqwest::Response>,
+    /// The minimum throughput of the current response.
+    throughput: Throughput,
     /// Whether the current response has a `Content-Length`: then hyper reports a cut body as an
     /// error, and a clean end means the server sent everything it has.
     response_is_framed: bool,
@@ -81,6 +84,7 @@ impl BlobDownload {
         let opened = client.open_blob(&repo, &digest, 0).await?;
         let total_size = expected_size.or(opened.total_size);
         let url = client.blob_url(&repo, &digest)?;
+        let throughput = client.blob_throughput();
         let download = BlobDownload {
             client,
             repo,
@@ -89,6 +93,7 @@ impl BlobDownload {
             expected_size,
             total_size,
             counter: DigestCounter::default(),
+            throughput,
             response_is_framed: opened.response.content_length().is_some(),
             response: Some(opened.response),
             skip: opened.skip,
@@ -111,7 +116,7 @@ impl BlobDownload {
                 }
                 continue;
             };
-            match response.chunk().await {
+            match self.throughput.chunk(response).await {
                 Ok(Some(mut chunk)) => {
                     if self.skip > 0 {
                         chunk = skip_prefix(chunk, &mut self.skip);
@@ -151,7 +156,6 @@ impl BlobDownload {
                 }
                 Err(error) => {
                     self.response = None;
-                    let error = transport_error(&Method::GET, &self.url, error);
                     if let Err(error) = self.after_failure(error).await {
                         return self.fail(error);
                     }
@@ -169,6 +173,7 @@ impl BlobDownload {
             Ok(opened) => {
                 self.response_is_framed = opened.response.content_length().is_some();
                 self.response = Some(opened.response);
+                self.throughput = self.client.blob_throughput();
                 self.skip = opened.skip;
                 self.total_size = self.total_size.or(opened.total_size);
                 Ok(())
@@ -190,13 +195,16 @@ impl BlobDownload {
 
     /// Counts a broken body and waits before resuming, or gives up when the budget is spent.
     async fn after_failure(&mut self, error: Error) -> Result<(), Error> {
-        if self.counter.len() > self.received_at_last_failure {
+        // Progress restarts the budget, but only as much as the minimum throughput asks of a
+        // window: a registry that sends a few bytes per connection must not get endless attempts.
+        let progress = self.counter.len() - self.received_at_last_failure;
+        if progress > 0 && progress >= self.client.config().blob_min_bytes {
             self.failures = 0;
         }
         self.received_at_last_failure = self.counter.len();
         self.failures += 1;
         let policy = self.client.retry_policy();
-        if self.failures >= policy.max_attempts.max(1) {
+        if self.failures >= self.client.max_attempts(&error) {
             return Err(if self.failures > 1 {
                 Error::RetriesExhausted { attempts: self.failures, last: Box::new(error) }
             } else {

@@ -149,6 +149,30 @@ pub enum Error {
         source: reqwest::Error,
     },
 
+    /// A request (and the body of its answer) did not complete within its deadline.
+    #[error("{method} {url}: no complete answer within {limit:?}")]
+    DeadlineExceeded {
+        /// The request method.
+        method: String,
+        /// The URL, without its query string.
+        url: String,
+        /// The deadline it had (`ClientConfig::request_timeout`, more for uploads).
+        limit: Duration,
+    },
+
+    /// A blob body moved fewer than `min_bytes` bytes in `window` of waiting for it.
+    #[error("{method} {url}: too slow: fewer than {min_bytes} bytes arrived in {window:?}")]
+    TooSlow {
+        /// The request method.
+        method: String,
+        /// The URL, without its query string.
+        url: String,
+        /// The minimum (`ClientConfig::blob_min_bytes`).
+        min_bytes: u64,
+        /// Its window (`ClientConfig::blob_stall_window`).
+        window: Duration,
+    },
+
     /// A response that breaks the protocol: missing `Location`, wrong `Content-Range`, oversized
     /// manifest, unparsable token response.
     #[error("{url}: invalid response: {reason}")]
@@ -203,15 +227,26 @@ fn fmt_detail(detail: &str) -> String {
 }
 
 impl Error {
-    /// Whether the same operation may succeed if tried again later: network failures, 429, 408 and 5xx
-    /// (and credential sources that say so). 4xx answers, digest mismatches and bad input are
+    /// Whether the same operation may succeed if tried again later: network failures, timeouts, 429,
+    /// 408 and 5xx (and credential sources that say so). 4xx answers, digest mismatches and bad input are
     /// permanent.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Transport { .. } => true,
+            Error::Transport { .. } | Error::DeadlineExceeded { .. } | Error::TooSlow { .. } => true,
             Error::Http { status, .. } => is_retryable_status(*status),
             Error::RetriesExhausted { last, .. } => last.is_retryable(),
             Error::Credentials { retryable, .. } => *retryable,
+            _ => false,
+        }
+    }
+
+    /// Whether a request was too slow: past its deadline, below the minimum blob throughput, or
+    /// silent beyond the read timeout. Retried fewer times than other transient failures.
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            Error::DeadlineExceeded { .. } | Error::TooSlow { .. } => true,
+            Error::Transport { source, .. } => source.is_timeout(),
+            Error::RetriesExhausted { last, .. } => last.is_timeout(),
             _ => false,
         }
     }

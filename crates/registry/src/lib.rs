@@ -4,8 +4,8 @@
 //! verifying their sha256), reads blob ranges, uploads blobs and manifests, and queries the referrers
 //! API. It authenticates anonymously, with basic credentials or with bearer tokens obtained from the
 //! registry's challenge; follows redirects itself so that credentials never reach another origin
-//! (ECR redirects blob downloads to presigned S3 URLs); and retries transient failures with jittered
-//! exponential backoff.
+//! (ECR redirects blob downloads to presigned S3 URLs); gives every request a deadline and blob
+//! bodies a minimum throughput; and retries transient failures with jittered exponential backoff.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), registry::Error> {
@@ -25,6 +25,7 @@ mod client;
 mod digest;
 mod download;
 mod error;
+mod limits;
 mod manifests;
 mod mount;
 mod reference;

@@ -130,7 +130,7 @@ impl Client {
             }),
             // A catch-all answer (an HTML page, some other JSON): no referrers API here.
             _ => {
-                debug!(repository = %repo, digest, content_type = ?content_type, "referrers answer is not an index");
+                debug!(repository = %repo, digest, ?content_type, "referrers answer is not an index");
                 Ok(None)
             }
         }

@@ -9,6 +9,7 @@ use url::Url;
 
 use crate::digest::is_digest;
 use crate::error::{is_retryable_status, Resource};
+use crate::limits::Deadline;
 use crate::retry::parse_retry_after;
 use crate::transport::{redact_url, transport_error, Sent};
 use crate::{Error, Repository};
@@ -72,12 +73,16 @@ fn not_found(repo: &Repository, what: Resource, reference: &str, body: &str) -> 
     Error::NotFound { what, reference }
 }
 
-/// Reads a whole (small) body, refusing more than `limit` bytes.
-pub(crate) async fn read_body(
-    mut response: reqwest::Response,
-    limit: usize,
-    url: &Url,
-) -> Result<Bytes, Error> {
+/// Reads a whole (small) body, refusing more than `limit` bytes, within the deadline of the request
+/// that got `response`.
+pub(crate) async fn read_body(response: reqwest::Response, limit: usize, url: &Url) -> Result<Bytes, Error> {
+    match Deadline::of(&response) {
+        Some(deadline) => deadline.run(&Method::GET, url, read_all(response, limit, url)).await,
+        None => read_all(response, limit, url).await,
+    }
+}
+
+async fn read_all(mut response: reqwest::Response, limit: usize, url: &Url) -> Result<Bytes, Error> {
     let too_big = || Error::InvalidResponse {
         url: redact_url(url),
         reason: format!("response larger than {limit} bytes"),
@@ -105,12 +110,18 @@ pub(crate) fn retry_after_of(response: &reqwest::Response) -> Option<Duration> {
 
 /// A short, log-safe summary of an error body: the registry's error codes and messages, or the start
 /// of its text. Bodies from other origins (S3) only give their `<Code>`: they may echo request details.
+/// What arrives before the request's deadline is all there is.
 pub(crate) async fn error_excerpt(response: reqwest::Response, from_registry: bool) -> String {
     let mut response = response;
+    let deadline = Deadline::of(&response).map(Deadline::at);
     let mut raw = Vec::new();
     while raw.len() < 16 * 1024 {
-        match response.chunk().await {
-            Ok(Some(chunk)) => raw.extend_from_slice(&chunk),
+        let chunk = match deadline {
+            Some(at) => tokio::time::timeout_at(at, response.chunk()).await.ok(),
+            None => Some(response.chunk().await),
+        };
+        match chunk {
+            Some(Ok(Some(chunk))) => raw.extend_from_slice(&chunk),
             _ => break,
         }
     }

@@ -1,6 +1,6 @@
 //! The request machinery under every operation: replayable requests, authentication rounds on 401
-//! challenges, redirects followed by hand so that credentials never reach another origin, and
-//! retries with backoff.
+//! challenges, redirects followed by hand so that credentials never reach another origin, a
+//! deadline on each request, and retries with backoff.
 
 use std::future::Future;
 
@@ -11,6 +11,7 @@ use tracing::{debug, Instrument as _};
 use url::Url;
 
 use crate::auth::{parse_www_authenticate, Authorization, Challenge, Credentials, TokenResponse};
+use crate::limits::Deadline;
 use crate::response::{error_excerpt, read_body, retry_after_of, MAX_JSON_SIZE};
 use crate::{Client, Error, Repository, Secret};
 
@@ -110,7 +111,8 @@ impl Client {
     }
 
     /// Runs `op` until it succeeds, fails with an error `should_retry` rejects, or the policy's attempts
-    /// are spent, sleeping with backoff (or as told by `Retry-After`) in between.
+    /// are spent (fewer for timeouts: see [`crate::ClientConfig::timeout_attempts`]), sleeping with
+    /// backoff (or as told by `Retry-After`) in between.
     pub(crate) async fn with_retries<T, F, Fut>(
         &self,
         should_retry: fn(&Error) -> bool,
@@ -121,13 +123,12 @@ impl Client {
         Fut: Future<Output = Result<T, Error>>,
     {
         let policy = self.retry_policy();
-        let max_attempts = policy.max_attempts.max(1);
         let mut attempt = 1;
         loop {
             // The span puts the attempt number on every request event of this attempt.
             match op(attempt).instrument(tracing::debug_span!("attempt", attempt)).await {
                 Ok(value) => return Ok(value),
-                Err(error) if should_retry(&error) && attempt < max_attempts => {
+                Err(error) if should_retry(&error) && attempt < self.max_attempts(&error) => {
                     let delay = policy.delay(attempt, error.retry_after());
                     debug!(attempt, ?delay, error = %error, "transient failure, retrying");
                     tokio::time::sleep(delay).await;
@@ -141,15 +142,27 @@ impl Client {
         }
     }
 
+    /// How many attempts an operation failing with `error` gets.
+    pub(crate) fn max_attempts(&self, error: &Error) -> u32 {
+        let max_attempts = self.retry_policy().max_attempts.max(1);
+        if error.is_timeout() {
+            max_attempts.min(self.config().timeout_attempts.max(1))
+        } else {
+            max_attempts
+        }
+    }
+
     /// Sends a request, authenticating on 401 challenges from the registry (bearer token or basic)
-    /// and following redirects. Returns whatever status the registry finally answers.
+    /// and following redirects. Returns whatever status the registry finally answers, with the
+    /// request's deadline attached for the reader of its body.
     pub(crate) async fn send(&self, request: &Request<'_>) -> Result<Sent, Error> {
         let registry = request.repo.registry();
         let scope = request.access.scope(request.repo.name());
+        let deadline = self.deadline_for(request.body.as_ref().map_or(0, |b| b.len() as u64));
         let mut round = 0;
         loop {
             let authorization = self.auth_cache().authorization(registry, &scope);
-            let sent = self.send_following_redirects(request, authorization.as_ref()).await?;
+            let sent = self.send_following_redirects(request, authorization.as_ref(), deadline).await?;
             if sent.status() != StatusCode::UNAUTHORIZED || !sent.from_registry || round == MAX_AUTH_ROUNDS {
                 return Ok(sent);
             }
@@ -163,7 +176,7 @@ impl Client {
             if let Some(bearer) = challenges.iter().find(|c| c.scheme == "bearer") {
                 let credentials = self.credentials(registry).await?;
                 let (token, expires_in) =
-                    self.fetch_token(registry, bearer, &scope, credentials.as_ref()).await?;
+                    self.fetch_token(registry, bearer, &scope, credentials.as_ref(), deadline).await?;
                 self.auth_cache().set_bearer(registry, &scope, &token, expires_in, credentials.is_some());
             } else if challenges.iter().any(|c| c.scheme == "basic") {
                 let Some(credentials) = self.credentials(registry).await? else {
@@ -183,20 +196,24 @@ impl Client {
     }
 
     /// Gets a bearer token from the challenge's realm, for `scope` (and the challenge's own scope, if
-    /// it names another), with basic credentials when there are some.
+    /// it names another), with basic credentials when there are some, within the deadline of the
+    /// request that needs it.
     async fn fetch_token(
         &self,
         registry: &str,
         challenge: &Challenge,
         scope: &str,
         credentials: Option<&Credentials>,
+        deadline: Deadline,
     ) -> Result<(Secret, Option<u64>), Error> {
         let url = token_url(registry, challenge, scope)?;
         let mut builder = self.http().get(url.clone());
         if let Some(credentials) = credentials {
             builder = builder.header(AUTHORIZATION, credentials.basic_header());
         }
-        let response = builder.send().await.map_err(|e| transport_error(&Method::GET, &url, e))?;
+        let sending = async { builder.send().await.map_err(|e| transport_error(&Method::GET, &url, e)) };
+        let mut response = deadline.run(&Method::GET, &url, sending).await?;
+        deadline.attach(&mut response);
         let status = response.status();
         debug!(method = "GET", url = %redact_url(&url), status = status.as_u16(), "token request");
         match status {
@@ -238,6 +255,7 @@ impl Client {
         &self,
         request: &Request<'_>,
         authorization: Option<&Authorization>,
+        deadline: Deadline,
     ) -> Result<Sent, Error> {
         let registry_origin = request.url.origin();
         let mut method = request.method.clone();
@@ -254,7 +272,9 @@ impl Client {
             if let Some(body) = &body {
                 builder = builder.body(body.clone());
             }
-            let response = builder.send().await.map_err(|e| transport_error(&method, &url, e))?;
+            let sending = async { builder.send().await.map_err(|e| transport_error(&method, &url, e)) };
+            let mut response = deadline.run(&method, &url, sending).await?;
+            deadline.attach(&mut response);
             let status = response.status();
             debug!(
                 method = %method,

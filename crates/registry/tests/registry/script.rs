@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -17,8 +17,12 @@ use crate::fake::{read_request, RawRequest};
 pub enum Step {
     /// Writes these bytes at once.
     Write(Vec<u8>),
+    /// Writes `bytes` in pieces of `piece` bytes, pausing `every` before each.
+    Drip { bytes: Vec<u8>, piece: usize, every: Duration },
     /// Writes `bytes` again and again, pausing `every` in between, until the client goes away.
     Endless { bytes: Vec<u8>, every: Duration },
+    /// Keeps the connection open without writing, until the client goes away.
+    Hang,
 }
 
 /// A status line and headers (`Content-Length` only if given), as the first step of an answer.
@@ -31,7 +35,7 @@ pub fn head(status: u16, headers: &[(&str, &str)]) -> Step {
     Step::Write(head.into_bytes())
 }
 
-type Script = dyn Fn(&RawRequest, usize) -> Vec<Step> + Send + Sync;
+type Script = dyn Fn(&RawRequest, usize, SocketAddr) -> Vec<Step> + Send + Sync;
 
 pub struct ScriptServer {
     addr: SocketAddr,
@@ -41,9 +45,10 @@ pub struct ScriptServer {
 
 impl ScriptServer {
     /// Answers each request (one per connection) with the steps `script` returns for it; `script`
-    /// also gets the connection's number, from 0. The connection closes after the last step.
+    /// also gets the connection's number, from 0, and the server's address (for absolute URLs). The
+    /// connection closes after the last step.
     pub async fn start(
-        script: impl Fn(&RawRequest, usize) -> Vec<Step> + Send + Sync + 'static,
+        script: impl Fn(&RawRequest, usize, SocketAddr) -> Vec<Step> + Send + Sync + 'static,
     ) -> ScriptServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -57,7 +62,7 @@ impl ScriptServer {
                 let script = script.clone();
                 tokio::spawn(async move {
                     let Some(request) = read_request(&mut stream).await else { return };
-                    for step in script(&request, number) {
+                    for step in script(&request, number, addr) {
                         if play(&mut stream, step).await.is_err() {
                             return;
                         }
@@ -88,11 +93,24 @@ impl Drop for ScriptServer {
 async fn play(stream: &mut TcpStream, step: Step) -> std::io::Result<()> {
     match step {
         Step::Write(bytes) => stream.write_all(&bytes).await,
+        Step::Drip { bytes, piece, every } => {
+            for piece in bytes.chunks(piece.max(1)) {
+                tokio::time::sleep(every).await;
+                stream.write_all(piece).await?;
+            }
+            Ok(())
+        }
         Step::Endless { bytes, every } => loop {
             stream.write_all(&bytes).await?;
             if !every.is_zero() {
                 tokio::time::sleep(every).await;
             }
         },
+        Step::Hang => {
+            // Reads until the client closes: the request was read whole, so anything more is EOF.
+            let mut buf = [0u8; 1024];
+            while stream.read(&mut buf).await? > 0 {}
+            Err(std::io::ErrorKind::ConnectionAborted.into())
+        }
     }
 }

@@ -70,6 +70,28 @@ pub enum Error {
     /// No entry of that name in the zTOC.
     #[error("no entry named {0:?} in the zTOC")]
     NotFound(String),
+    /// A hard link names itself, with no earlier entry of that name.
+    #[error("hard link {name:?} points to itself")]
+    HardLinkLoop {
+        /// The link's name.
+        name: String,
+    },
+    /// A hard link names no earlier entry of the archive.
+    #[error("hard link {link:?} points to {target:?}, which is not an earlier entry of the layer")]
+    HardLinkTargetMissing {
+        /// The link's name.
+        link: String,
+        /// The name it points to.
+        target: String,
+    },
+    /// Resolving an entry takes more hard links than the limit.
+    #[error("{name:?} leads through a chain of more than {limit} hard links")]
+    HardLinkChainTooLong {
+        /// The entry being resolved.
+        name: String,
+        /// The most links followed.
+        limit: usize,
+    },
     /// The entry exists but has no data to extract.
     #[error("{name:?} is a {kind}, not a regular file")]
     NotRegular {

@@ -10,7 +10,7 @@ use crate::model::{EntryType, FileMetadata, Zinfo, Ztoc};
 use crate::offset::{CompressedOffset, UncompressedOffset};
 use crate::spans::{SpanFetcher, KEEP_LIMIT};
 use crate::zinfo::{GzipZinfo, SpanError};
-use crate::zlib::{Flush, Inflater, WINDOW_BITS_AUTO, WINDOW_BITS_RAW};
+use crate::zlib::{Flush, Inflater, ZlibError, WINDOW_BITS_AUTO, WINDOW_BITS_RAW};
 
 /// Random access to the bytes of a layer blob (a local file here; an HTTP range reader elsewhere).
 pub trait RandomAccess {
@@ -72,33 +72,38 @@ fn normalize(mut name: &[u8]) -> &[u8] {
     name
 }
 
-/// The regular file whose data `entry` stands for: itself, or the target of a hard link.
+/// Hard links followed at most when resolving one entry: each names an earlier entry, so a chain ends,
+/// but following one costs a scan of the TOC.
+const HARD_LINK_HOPS: usize = 64;
+
+/// The regular file whose data `entry` stands for: itself, or the target of a (chain of) hard links,
+/// each naming an entry earlier in the archive (the last one of that name, as on extraction).
 pub fn resolve_regular<'a>(ztoc: &'a Ztoc, entry: &'a FileMetadata) -> Result<&'a FileMetadata, Error> {
+    let lossy = |name: &[u8]| String::from_utf8_lossy(name).into_owned();
     let mut current = entry;
-    // A hard link names an earlier entry; follow a bounded chain of them.
-    for _ in 0..64 {
+    for _ in 0..HARD_LINK_HOPS {
         match current.entry_type {
             EntryType::Reg => return Ok(current),
             EntryType::Hardlink => {
-                let target = current.linkname.clone();
-                current = ztoc
-                    .toc
-                    .metadata
-                    .iter()
-                    .take_while(|e| !std::ptr::eq(*e, current))
-                    .filter(|e| normalize(&e.name) == normalize(&target))
-                    .last()
-                    .ok_or_else(|| Error::NotFound(String::from_utf8_lossy(&target).into_owned()))?;
+                let target = normalize(&current.linkname);
+                let earlier = ztoc.toc.metadata.iter().take_while(|e| !std::ptr::eq(*e, current));
+                current = match earlier.filter(|e| normalize(&e.name) == target).last() {
+                    Some(found) => found,
+                    None if target == normalize(&current.name) => {
+                        return Err(Error::HardLinkLoop { name: lossy(&current.name) })
+                    }
+                    None => {
+                        return Err(Error::HardLinkTargetMissing {
+                            link: lossy(&current.name),
+                            target: lossy(&current.linkname),
+                        })
+                    }
+                };
             }
-            other => {
-                return Err(Error::NotRegular {
-                    name: String::from_utf8_lossy(&entry.name).into_owned(),
-                    kind: other.as_str(),
-                })
-            }
+            other => return Err(Error::NotRegular { name: lossy(&entry.name), kind: other.as_str() }),
         }
     }
-    Err(Error::NotFound(String::from_utf8_lossy(&entry.name).into_owned()))
+    Err(Error::HardLinkChainTooLong { name: lossy(&entry.name), limit: HARD_LINK_HOPS })
 }
 
 /// Writes the data of regular-file `entry` to `out`, reading only the spans that hold it. Every span is
@@ -193,7 +198,7 @@ fn extract_gzip(
     for span in spans {
         let bits = zinfo.checkpoint(span)?.bits;
         let mut at_span_start = true;
-        let more = fetcher.for_each_piece(span, |_, mut piece| {
+        let more = fetcher.for_each_piece(span, |mut at, mut piece| {
             if std::mem::take(&mut at_span_start) {
                 if bits != 0 {
                     // The span starts with the last byte of the previous block: its top `bits` bits
@@ -208,13 +213,17 @@ fn extract_gzip(
                         stream.inflater.prime(bits, shared >> (8 - bits)).map_err(|e| corrupt(e.message))?;
                     }
                     piece = rest;
+                    at += 1;
                 }
                 if span == first {
                     stream.inflater.set_dictionary(checkpoint.window).map_err(|e| corrupt(e.message))?;
                 }
             }
             stream.feed(piece, out).map_err(|e| match e {
-                FeedError::Zlib(message) => corrupt(message),
+                FeedError::Zlib { consumed, error } => Error::CorruptGzip {
+                    offset: CompressedOffset(at + consumed as u64),
+                    reason: error.message,
+                },
                 FeedError::Io(e) => Error::Io(e),
             })?;
             Ok(stream.to_write > 0)
@@ -233,7 +242,11 @@ fn extract_gzip(
 }
 
 enum FeedError {
-    Zlib(String),
+    /// zlib failed after `consumed` bytes of the data fed (its first message, replayed if it was lost).
+    Zlib {
+        consumed: usize,
+        error: ZlibError,
+    },
     Io(std::io::Error),
 }
 
@@ -250,24 +263,36 @@ struct ResumedStream<'a> {
 }
 
 impl ResumedStream<'_> {
-    fn feed(&mut self, mut data: &[u8], out: &mut (impl Write + ?Sized)) -> Result<(), FeedError> {
-        while !data.is_empty() && self.to_write > 0 {
+    fn feed(&mut self, data: &[u8], out: &mut (impl Write + ?Sized)) -> Result<(), FeedError> {
+        let mut pos = 0;
+        let zlib = |consumed: usize| move |error: ZlibError| FeedError::Zlib { consumed, error };
+        while pos < data.len() && self.to_write > 0 {
             if self.trailer_to_skip > 0 {
-                let n = self.trailer_to_skip.min(data.len());
+                let n = self.trailer_to_skip.min(data.len() - pos);
                 self.trailer_to_skip -= n;
-                data = &data[n..];
+                pos += n;
                 if self.trailer_to_skip == 0 {
-                    self.inflater.reset(WINDOW_BITS_AUTO).map_err(|e| FeedError::Zlib(e.message))?;
+                    self.inflater.reset(WINDOW_BITS_AUTO).map_err(zlib(pos))?;
                 }
                 continue;
             }
             let want = if self.to_skip > 0 { self.to_skip } else { self.to_write };
             let room = want.min(self.scratch.len() as u64) as usize;
-            let progress = self
-                .inflater
-                .inflate(data, &mut self.scratch[..room], Flush::None)
-                .map_err(|e| FeedError::Zlib(e.message))?;
-            data = &data[progress.consumed..];
+            // A copy to replay the call from, should zlib-rs lose its error message in it.
+            let before = self.inflater.try_clone().ok();
+            let progress = match self.inflater.inflate(&data[pos..], &mut self.scratch[..room], Flush::None) {
+                Ok(progress) => progress,
+                Err(error) => {
+                    let error = match before {
+                        Some(mut replay) if Inflater::lost_message(&error) => {
+                            replay.replay(&data[pos..], Flush::None).unwrap_or(error)
+                        }
+                        _ => error,
+                    };
+                    return Err(FeedError::Zlib { consumed: pos + error.consumed, error });
+                }
+            };
+            pos += progress.consumed;
             let produced = progress.produced as u64;
             if self.to_skip > 0 {
                 self.to_skip -= produced;
@@ -282,7 +307,7 @@ impl ResumedStream<'_> {
                     self.raw = false;
                     self.trailer_to_skip = 8;
                 } else {
-                    self.inflater.reset(WINDOW_BITS_AUTO).map_err(|e| FeedError::Zlib(e.message))?;
+                    self.inflater.reset(WINDOW_BITS_AUTO).map_err(zlib(pos))?;
                 }
             } else if progress.consumed == 0 && progress.produced == 0 {
                 break;
@@ -316,6 +341,114 @@ mod tests {
     use super::*;
     use crate::build::{build_ztoc, BuildOptions, LayerFormat};
     use std::io::Cursor;
+
+    fn hard_link_ztoc(links: &[(&str, &str)]) -> Ztoc {
+        let layer = testkit::generate_layer(
+            3,
+            &testkit::LayerConfig { entries: 4, max_file_size: 100, pax_percent: 0 },
+        );
+        let mut ztoc = build_ztoc(&layer.tar[..], &BuildOptions::new("t")).unwrap();
+        let file = ztoc.toc.metadata.iter().find(|e| e.entry_type == EntryType::Reg).unwrap().clone();
+        ztoc.toc.metadata = vec![FileMetadata { name: b"f".to_vec(), ..file.clone() }];
+        for (name, target) in links {
+            ztoc.toc.metadata.push(FileMetadata {
+                name: name.as_bytes().to_vec(),
+                entry_type: EntryType::Hardlink,
+                linkname: target.as_bytes().to_vec(),
+                uncompressed_size: 0,
+                ..file.clone()
+            });
+        }
+        ztoc
+    }
+
+    fn resolve<'a>(ztoc: &'a Ztoc, name: &str) -> Result<&'a FileMetadata, Error> {
+        resolve_regular(ztoc, find_entry(ztoc, name).unwrap())
+    }
+
+    #[test]
+    fn hard_link_problems_name_the_link() {
+        let ztoc = hard_link_ztoc(&[("self", "self"), ("ok", "f"), ("to-later", "later"), ("later", "f")]);
+        let error = resolve(&ztoc, "self").unwrap_err();
+        assert!(matches!(&error, Error::HardLinkLoop { name } if name == "self"), "{error}");
+        assert!(error.to_string().contains("points to itself"), "{error}");
+        assert_eq!(resolve(&ztoc, "ok").unwrap().name, b"f");
+        let error = resolve(&ztoc, "to-later").unwrap_err();
+        assert!(
+            matches!(&error, Error::HardLinkTargetMissing { link, target } if link == "to-later" && target == "later"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_hard_link_chain_over_the_hop_limit_is_named() {
+        let names: Vec<String> = (0..70).map(|i| format!("l{i}")).collect();
+        let links: Vec<(&str, &str)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name.as_str(), if i == 0 { "f" } else { &names[i - 1] }))
+            .collect();
+        let ztoc = hard_link_ztoc(&links);
+        assert_eq!(resolve(&ztoc, "l62").unwrap().name, b"f", "63 links and the file: within the limit");
+        let error = resolve(&ztoc, "l69").unwrap_err();
+        assert!(
+            matches!(&error, Error::HardLinkChainTooLong { name, limit: 64 } if name == "l69"),
+            "{error}"
+        );
+    }
+
+    /// Inflation that fails inside a span (whose digest matches: the zTOC was made for the damaged
+    /// bytes) is reported with zlib's first message, at or after the damaged byte. Damage just after a
+    /// gzip member starts gives distances past the member's start, which zlib-rs's fast loop finds.
+    #[test]
+    fn inflate_errors_name_zlibs_message_and_where_it_failed() {
+        let text: String =
+            (0..12_000).map(|i| format!("line {i}: span {} checkpoint {}\n", i * 7 % 1000, i % 13)).collect();
+        let mut tar = ::tar::Builder::new(Vec::new());
+        let mut header = ::tar::Header::new_ustar();
+        header.set_size(text.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, "text", text.as_bytes()).unwrap();
+        let tar = tar.into_inner().unwrap();
+        // Three gzip members, as testkit cuts them; where each starts.
+        let member = tar.len().div_ceil(3);
+        let starts: Vec<usize> = tar
+            .chunks(member)
+            .scan(0, |at, chunk| {
+                let start = *at;
+                *at += testkit::gzip(chunk, &testkit::GzipOptions::default()).len();
+                Some(start)
+            })
+            .collect();
+        let blob =
+            testkit::gzip(&tar, &testkit::GzipOptions { members: 3, ..testkit::GzipOptions::default() });
+        let options = BuildOptions { span_size: 65536, ..BuildOptions::new("t") };
+        let ztoc = build_ztoc(&blob[..], &options).unwrap();
+        let (entry, size) = (find_entry(&ztoc, "text").unwrap(), ztoc.compressed_archive_size);
+        let mut messages = std::collections::BTreeSet::new();
+        for at in starts[1..].iter().flat_map(|&start| (start + 40..start + 4000).step_by(41)) {
+            let mut damaged = blob.clone();
+            damaged[at] ^= 0xff;
+            let mut ztoc = ztoc.clone();
+            for span in 0..ztoc.compression_info.span_digests.len() {
+                let (start, end) = ztoc.compression_info.zinfo.compressed_range(span, size).unwrap();
+                ztoc.compression_info.span_digests[span] =
+                    crate::sha256_digest(&damaged[start.get() as usize..end.get() as usize]);
+            }
+            match extract_entry(&mut Cursor::new(&damaged), &ztoc, entry, &mut Vec::new()) {
+                Err(Error::CorruptGzip { offset, reason }) => {
+                    assert_ne!(reason, "repeated call with bad state", "byte {at}");
+                    assert!(offset.get() > at as u64, "byte {at}: reported at {offset}");
+                    messages.insert(reason);
+                }
+                // The damage may decode into other bytes.
+                Ok(_) | Err(Error::LayerMismatch(_)) => {}
+                Err(other) => panic!("byte {at}: {other}"),
+            }
+        }
+        assert!(messages.contains("invalid distance too far back"), "zlib's messages: {messages:?}");
+    }
 
     /// With no room to keep spans, each is read twice: checked, then read and checked again to write.
     #[test]

@@ -34,7 +34,16 @@ pub(crate) struct ZlibError {
     pub code: i32,
     /// zlib's `msg`, or a description of the code.
     pub message: String,
+    /// Input bytes of the failing call consumed before zlib stopped (0 for calls without input).
+    pub consumed: usize,
 }
+
+/// What zlib-rs (0.6) says when its fast decoding loop finds an error: that loop records the real
+/// message, then the state machine overwrites it with this one in the same call.
+const LOST_MESSAGE: &str = "repeated call with bad state";
+/// Input bytes per call in [`Inflater::replay`]: below zlib-rs's `INFLATE_FAST_MIN_HAVE` (15), so that
+/// its fast loop never runs and the slow one reports what it finds.
+const SLOW_PATH_INPUT: usize = 14;
 
 /// Whether to stop at every deflate block boundary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,9 +114,57 @@ impl Inflater {
         self.strm.avail_out = 0;
         match code {
             sys::Z_OK | sys::Z_STREAM_END | sys::Z_BUF_ERROR => Ok(progress),
-            sys::Z_NEED_DICT => Err(ZlibError { code, message: "stream needs a preset dictionary".into() }),
-            _ => Err(self.error(code)),
+            sys::Z_NEED_DICT => Err(ZlibError {
+                code,
+                message: "stream needs a preset dictionary".into(),
+                consumed: progress.consumed,
+            }),
+            _ => Err(ZlibError { consumed: progress.consumed, ..self.error(code) }),
         }
+    }
+
+    /// Whether `error` came from zlib-rs's fast loop, whose own message was lost (see [`LOST_MESSAGE`]).
+    pub(crate) fn lost_message(error: &ZlibError) -> bool {
+        error.code == sys::Z_DATA_ERROR && error.message == LOST_MESSAGE
+    }
+
+    /// Inflates `input` a few bytes at a time, discarding the output, until zlib fails: the error with
+    /// zlib's real message and the input consumed before it. Called on a copy of the stream as it was
+    /// before a call that failed with a lost message; `None` if the input decodes after all.
+    pub(crate) fn replay(&mut self, input: &[u8], flush: Flush) -> Option<ZlibError> {
+        let mut output = [0u8; 1024];
+        let mut consumed = 0;
+        while consumed < input.len() {
+            let piece = &input[consumed..input.len().min(consumed + SLOW_PATH_INPUT)];
+            match self.inflate(piece, &mut output, flush) {
+                Ok(progress) if progress.stream_end => return None,
+                Ok(progress) => consumed += progress.consumed,
+                Err(error) => return Some(ZlibError { consumed: consumed + error.consumed, ..error }),
+            }
+        }
+        None
+    }
+
+    /// An independent copy of the stream in its current state (zlib's `inflateCopy`).
+    pub(crate) fn try_clone(&mut self) -> Result<Inflater, ZlibError> {
+        let mut strm = Box::new(sys::z_stream::default());
+        // zlib-rs refuses to copy a stream without an output pointer: lend it an empty one.
+        let mut no_output = [0u8; 1];
+        self.strm.next_out = no_output.as_mut_ptr();
+        self.strm.avail_out = 0;
+        // SAFETY: `self.strm` is an initialised stream pinned in its Box, with no input and an empty
+        // output; `strm` is a fresh stream that inflateCopy overwrites (state, window, allocator).
+        let code = unsafe { sys::inflateCopy(&mut *strm, &*self.strm) };
+        self.strm.next_out = std::ptr::null_mut();
+        strm.next_out = std::ptr::null_mut();
+        let mut copy = Inflater { strm };
+        if code != sys::Z_OK {
+            let err = copy.error(code);
+            // The copy owns nothing (on failure it may still point at our state): never end it.
+            copy.strm.state = std::ptr::null_mut();
+            return Err(err);
+        }
+        Ok(copy)
     }
 
     /// zlib's `data_type` after the last call: bit 7 = at a block boundary, bit 6 = in the last
@@ -159,7 +216,7 @@ impl Inflater {
             // SAFETY: zlib sets `msg` to a static NUL-terminated string.
             unsafe { std::ffi::CStr::from_ptr(self.strm.msg) }.to_string_lossy().into_owned()
         };
-        ZlibError { code, message }
+        ZlibError { code, message, consumed: 0 }
     }
 }
 
@@ -220,6 +277,26 @@ mod tests {
         let err = inflater.inflate(&compressed, &mut out, Flush::None).unwrap_err();
         assert_eq!(err.code, sys::Z_DATA_ERROR);
         assert!(!err.message.is_empty());
+    }
+
+    #[test]
+    fn a_copy_carries_on_like_the_original() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 31 % 97) as u8).collect();
+        let compressed = gzip(&data);
+        let mut inflater = Inflater::new(WINDOW_BITS_AUTO).unwrap();
+        let mut head = vec![0u8; 40_000];
+        let first = inflater.inflate(&compressed[..500], &mut head, Flush::None).unwrap();
+        let mut copy = inflater.try_clone().unwrap();
+        let mut rests = Vec::new();
+        for stream in [&mut inflater, &mut copy] {
+            let mut rest = vec![0u8; data.len()];
+            let p = stream.inflate(&compressed[first.consumed..], &mut rest, Flush::None).unwrap();
+            assert!(p.stream_end);
+            rest.truncate(p.produced);
+            rests.push(rest);
+        }
+        assert_eq!(rests[0], rests[1]);
+        assert_eq!([&head[..first.produced], &rests[0][..]].concat(), data);
     }
 
     #[test]

@@ -113,12 +113,34 @@ fn every_file_extracts_with_the_default_span_size() {
     }
 }
 
+/// `tar` with hard links appended: `(name, target)` pairs, in order.
+fn with_hard_links(tar: &[u8], links: &[(&str, &str)]) -> Vec<u8> {
+    // The tar crate ends an archive with two zero blocks and no record padding: append before them.
+    let body = tar.len() - 1024;
+    assert!(tar[body..].iter().all(|&b| b == 0), "the archive ends with its two zero blocks");
+    let mut builder = tar::Builder::new(tar[..body].to_vec());
+    for (name, target) in links {
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(tar::EntryType::Link);
+        header.set_mode(0o644);
+        header.set_size(0);
+        builder.append_link(&mut header, name, target).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
 #[test]
 fn cli_extract_writes_the_file_and_follows_hard_links() {
     let layer = generate_layer(42, &LayerConfig { entries: 150, max_file_size: 200 * 1024, pax_percent: 20 });
+    let (name, content) = layer.files.iter().max_by_key(|(_, c)| c.len()).unwrap();
+    // A link to the largest file, a link to that link, and a link to itself.
+    let tar = with_hard_links(
+        &layer.tar,
+        &[("links/first", name), ("links/second", "links/first"), ("links/self", "links/self")],
+    );
     let dir = tempfile::tempdir().unwrap();
     let blob_path = dir.path().join("layer.tar.gz");
-    std::fs::write(&blob_path, gzip(&layer.tar, &GzipOptions::default())).unwrap();
+    std::fs::write(&blob_path, gzip(&tar, &GzipOptions::default())).unwrap();
     let ztoc_path = dir.path().join("layer.ztoc");
     let built = run(&[
         os("ztoc"),
@@ -129,25 +151,42 @@ fn cli_extract_writes_the_file_and_follows_hard_links() {
         os("8192"),
     ]);
     assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
-    let (name, content) = layer.files.iter().max_by_key(|(_, c)| c.len()).unwrap();
-    let out = dir.path().join("out");
-    let extracted = run(&[
-        os("extract"),
-        blob_path.as_os_str(),
-        ztoc_path.as_os_str(),
-        os(&format!("./{name}")),
-        os("-o"),
-        out.as_os_str(),
-    ]);
-    assert!(extracted.status.success(), "{}", String::from_utf8_lossy(&extracted.stderr));
-    assert_eq!(&std::fs::read(&out).unwrap(), content);
-    let stderr = String::from_utf8_lossy(&extracted.stderr);
-    assert!(stderr.contains(&format!("extracted {} bytes", content.len())), "{stderr}");
+    let ztoc = ztoc::codec::decode(&std::fs::read(&ztoc_path).unwrap()).unwrap();
+    let entry = find_entry(&ztoc, name).unwrap();
+    let (first, last) = ztoc
+        .compression_info
+        .zinfo
+        .spans_holding(entry.uncompressed_offset, entry.uncompressed_size)
+        .unwrap();
+    assert!(last > first, "{name} ({} bytes) lies over several spans", content.len());
 
-    // To stdout by default.
-    let to_stdout = run(&[os("extract"), blob_path.as_os_str(), ztoc_path.as_os_str(), os(name)]);
-    assert!(to_stdout.status.success());
-    assert_eq!(&to_stdout.stdout, content);
+    let extract = |path: &str, to: Option<&std::path::Path>| {
+        let mut args = vec![os("extract"), blob_path.as_os_str(), ztoc_path.as_os_str(), os(path)];
+        if let Some(to) = to {
+            args.extend([os("-o"), to.as_os_str()]);
+        }
+        run(&args)
+    };
+    let out = dir.path().join("out");
+    for path in [format!("./{name}"), "./links/second".to_owned()] {
+        let extracted = extract(&path, Some(&out));
+        assert!(extracted.status.success(), "{path}: {}", String::from_utf8_lossy(&extracted.stderr));
+        assert!(std::fs::read(&out).unwrap() == *content, "{path}: the bytes of {name}");
+        let stderr = String::from_utf8_lossy(&extracted.stderr);
+        assert!(stderr.contains(&format!("extracted {} bytes of {name}", content.len())), "{path}: {stderr}");
+        std::fs::remove_file(&out).unwrap();
+    }
+
+    // To stdout by default, through a link or not.
+    for path in [name.as_str(), "links/first"] {
+        let to_stdout = extract(path, None);
+        assert!(to_stdout.status.success(), "{path}: {}", String::from_utf8_lossy(&to_stdout.stderr));
+        assert!(to_stdout.stdout == *content, "{path}: the bytes of {name}");
+    }
+
+    let looping = extract("links/self", Some(&out));
+    super::assert_fails_with(&looping, &["hard link \"links/self\" points to itself"]);
+    assert!(!out.exists(), "no output for a link to itself");
 }
 
 // `ztoc` and `ztoc-info` at the edges of the format, and extraction through what they write.

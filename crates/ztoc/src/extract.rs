@@ -325,13 +325,16 @@ fn extract_tar(
     out: &mut (impl Write + ?Sized),
 ) -> Result<(), Error> {
     for span in spans {
-        fetcher.for_each_piece(span, |at, piece| {
+        let more = fetcher.for_each_piece(span, |at, piece| {
             // Offsets in a plain tar layer are the same compressed and uncompressed.
             let piece_end = at + piece.len() as u64;
             let (from, to) = (start.max(at).min(piece_end), end.min(piece_end).max(at));
             out.write_all(&piece[(from - at) as usize..(to - at) as usize])?;
             Ok(piece_end < end)
         })?;
+        if !more {
+            break;
+        }
     }
     Ok(())
 }

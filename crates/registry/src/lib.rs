@@ -32,6 +32,7 @@ mod reference;
 mod referrers;
 mod response;
 mod retry;
+mod tags;
 mod transport;
 
 pub use auth::{Anonymous, BoxFuture, CredentialSource, Credentials, Secret, StaticCredentials};

@@ -27,3 +27,5 @@ mod retries;
 mod script;
 #[path = "registry/support.rs"]
 mod support;
+#[path = "registry/tags.rs"]
+mod tags;

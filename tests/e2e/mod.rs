@@ -5,6 +5,7 @@ mod cli_errors;
 mod corpus;
 mod create;
 mod extract;
+mod lifecycle;
 mod status;
 
 use std::path::{Path, PathBuf};

@@ -71,6 +71,10 @@ impl index::Registry for RepositoryClient {
         }
     }
 
+    async fn list_tags(&self) -> Result<Vec<String>, SourceError> {
+        self.client.list_tags(&self.repository).await.map_err(source_error)
+    }
+
     async fn blob_exists(&self, digest: &str) -> Result<bool, SourceError> {
         self.client.blob_exists(&self.repository, digest).await.map_err(source_error)
     }

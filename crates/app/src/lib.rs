@@ -10,6 +10,7 @@
 
 pub mod adapter;
 pub mod cache;
+pub mod glob;
 pub mod settings;
 
 use std::sync::Arc;

@@ -79,6 +79,16 @@ impl RegistryArgs {
         Ok(Connected { reference, registry })
     }
 
+    /// Parses `text` as a repository (`[http[s]://]REGISTRY/REPO`, no tag) and builds its client.
+    pub fn connect_repository(&self, text: &str) -> Result<app::RepositoryClient> {
+        let (rest, _) = app::settings::split_scheme(text).map_err(anyhow::Error::msg)?;
+        let last = rest.rsplit('/').next().unwrap_or_default();
+        if !rest.contains('/') || last.contains(':') || last.contains('@') {
+            bail!("{text:?} is not a repository: expected REGISTRY/REPOSITORY, without a tag or digest");
+        }
+        Ok(self.connect(text)?.registry)
+    }
+
     fn credentials(&self) -> Result<Arc<dyn registry::CredentialSource>> {
         if !self.password_stdin {
             return Ok(Arc::new(registry::Anonymous));

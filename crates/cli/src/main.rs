@@ -5,6 +5,7 @@ mod args;
 mod create;
 mod extract;
 mod info;
+mod lifecycle;
 mod observe;
 mod output;
 mod progress;
@@ -84,6 +85,29 @@ and the deploy, so tasks never start before their index exists.",
 docker push $IMAGE:1.4 && soci-indexer wait $IMAGE:1.4 --timeout 10m && aws ecs update-service ..."
     )]
     Wait(status::WaitArgs),
+    /// Index every tag of a repository that is not indexed (or stale, or partial).
+    #[command(
+        long_about = "Bring a repository to \"every image is lazy-loadable\": list its tags (paginated), and \
+index each that is not indexed, is stale or is partial; already indexed images cost a few manifest reads, no \
+build. Tags that are SOCI output (ending in the suffix, sha256-<digest> referrers tags) are skipped, as are \
+tags no --filter matches. One line per tag, then a summary; exit 1 if any tag failed. --dry-run says what \
+would be indexed and changes nothing.",
+        after_help = "Examples:\n  \
+soci-indexer sync localhost:5000/team/app --plain-http --dry-run\n  \
+soci-indexer sync 123456789012.dkr.ecr.us-east-1.amazonaws.com/app --filter 'v*' --username AWS --password-stdin"
+    )]
+    Sync(lifecycle::SyncArgs),
+    /// Remove SOCI artifacts whose image is gone.
+    #[command(
+        long_about = "Remove SOCI output whose image is gone: a v2 <tag><suffix> whose <tag> no longer exists \
+(only when it really is an image index carrying SOCI indexes: a tag of your own that happens to end in the \
+suffix is never touched), with the SOCI index manifests and annotated manifests only it references; and v1 \
+sha256-<digest> referrers tags whose subject is gone, with their SOCI index manifests. The tag-bearing index \
+goes first, then what it referenced. A registry that refuses deletion (405 / UNSUPPORTED) is a named error \
+and nothing is removed. --dry-run lists what would be removed.",
+        after_help = "Example:\n  soci-indexer prune localhost:5000/team/app --plain-http --dry-run"
+    )]
+    Prune(lifecycle::PruneArgs),
     /// Build the zTOC of one layer blob (gzip or plain tar, detected from its bytes).
     #[command(
         long_about = "Build the zTOC of one layer blob.\n\n\
@@ -133,6 +157,8 @@ fn main() -> ExitCode {
         Command::Create(args) => done(create::run(args)),
         Command::Status(args) => status::run(args),
         Command::Wait(args) => status::wait(args),
+        Command::Sync(args) => lifecycle::sync(args),
+        Command::Prune(args) => lifecycle::prune(args),
         Command::Ztoc(args) => done(ztoc_cmd::run(args)),
         Command::ZtocInfo(args) => done(info::run(args)),
         Command::Extract(args) => done(extract::run(args)),

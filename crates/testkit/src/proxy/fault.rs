@@ -29,6 +29,9 @@ pub enum Fault {
         /// The `Retry-After` value, in seconds (keep it 0 or 1 in tests).
         retry_after_secs: u64,
     },
+    /// `405 Method Not Allowed` with `UNSUPPORTED`, as distribution answers a DELETE when deletion is
+    /// disabled in its configuration.
+    Unsupported,
 }
 
 /// Which requests a [`FaultPlan`]'s failures apply to.
@@ -241,6 +244,9 @@ fn fault_response(fault: Fault) -> Response<Body> {
                 registry_error(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", "injected by FaultProxy");
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
             response
+        }
+        Fault::Unsupported => {
+            registry_error(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", "The operation is unsupported.")
         }
     }
 }

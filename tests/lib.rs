@@ -1,1 +1,2 @@
-//! End-to-end tests of soci-indexer live in `tests.rs`; this library is empty.
+//! The sample image the local demo pushes lives in `examples/`; the end-to-end tests are in
+//! `crates/cli/tests/e2e`. This library is empty.

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use registry::{Client, ClientConfig, Repository};
 use serde_json::Value;
 use testkit::image::{image, Style, TestImage, TestLayer};
@@ -10,7 +9,7 @@ use testkit::proxy::{Fault, FaultPlan, FaultProxy, RequestFilter};
 use testkit::registry::LocalRegistry;
 use testkit::LayerConfig;
 
-use super::cli;
+use super::{cli, push_image};
 
 fn client() -> Client {
     Client::new(ClientConfig { plain_http: true, ..ClientConfig::default() }, Arc::new(registry::Anonymous))
@@ -23,16 +22,6 @@ fn layer(seed: u64) -> TestLayer {
 
 fn platforms(layers: Vec<(&str, TestLayer)>) -> TestImage {
     image(Style::Oci, layers.into_iter().map(|(p, l)| (p.to_string(), vec![l])).collect(), false, false)
-}
-
-async fn push(client: &Client, repo: &Repository, image: &TestImage, tag: &str) {
-    for (digest, _, bytes) in &image.blobs {
-        client.push_blob(repo, digest, Bytes::from(bytes.clone())).await.unwrap();
-    }
-    for (digest, media_type, bytes) in &image.manifests {
-        client.put_manifest(repo, digest, media_type, Bytes::from(bytes.clone())).await.unwrap();
-    }
-    client.put_manifest(repo, tag, &image.root.1, Bytes::from(image.root.2.clone())).await.unwrap();
 }
 
 /// Runs a verb with `--plain-http --json`; exit code and the parsed output.
@@ -71,12 +60,12 @@ async fn sync_indexes_only_what_needs_it_and_prune_removes_only_orphans() {
     let (client, host) = (client(), registry.host());
     let repo = Repository::new(host.clone(), "team/app").unwrap();
     let target = format!("{host}/team/app");
-    push(&client, &repo, &platforms(vec![("linux/amd64", layer(1))]), "indexed").await;
-    push(&client, &repo, &platforms(vec![("linux/amd64", layer(2))]), "stale").await;
-    push(&client, &repo, &platforms(vec![("linux/amd64", layer(3))]), "never").await;
+    push_image(&client, &repo, &platforms(vec![("linux/amd64", layer(1))]), "indexed").await;
+    push_image(&client, &repo, &platforms(vec![("linux/amd64", layer(2))]), "stale").await;
+    push_image(&client, &repo, &platforms(vec![("linux/amd64", layer(3))]), "never").await;
     create(&host, "indexed");
     create(&host, "stale");
-    push(&client, &repo, &platforms(vec![("linux/amd64", layer(4))]), "stale").await;
+    push_image(&client, &repo, &platforms(vec![("linux/amd64", layer(4))]), "stale").await;
     let tags_before = client.list_tags(&repo).await.unwrap();
 
     let sync_args = ["--min-layer-size", "20000"];
@@ -129,10 +118,10 @@ async fn a_shared_soci_index_survives_and_a_replaced_index_is_removed() {
     // "both" and "amd" share the amd64 layer, so the same SOCI index manifest for it; "amd" has a small
     // layer more, so its image manifest is its own (deleting it leaves "both" whole).
     let both_image = platforms(vec![("linux/amd64", layer(10)), ("linux/arm64", layer(11))]);
-    push(&client, &repo, &both_image, "both").await;
+    push_image(&client, &repo, &both_image, "both").await;
     let tiny = TestLayer::gzip(13, &LayerConfig { entries: 2, max_file_size: 100, pax_percent: 0 }, 6, false);
     let amd_only = image(Style::Oci, vec![("linux/amd64".into(), vec![layer(10), tiny])], false, false);
-    push(&client, &repo, &amd_only, "amd").await;
+    push_image(&client, &repo, &amd_only, "amd").await;
     let both = create(&host, "both");
     let amd = create(&host, "amd");
     let shared = amd["platforms"][0]["soci_index_digest"].as_str().unwrap().to_owned();
@@ -149,7 +138,7 @@ async fn a_shared_soci_index_survives_and_a_replaced_index_is_removed() {
 
     // Re-pointing "both" and indexing again removes the index it replaced.
     let old_index = both["image_index_digest"].as_str().unwrap().to_owned();
-    push(&client, &repo, &platforms(vec![("linux/amd64", layer(12))]), "both").await;
+    push_image(&client, &repo, &platforms(vec![("linux/amd64", layer(12))]), "both").await;
     let again = create(&host, "both");
     let removed: Vec<&str> =
         again["removed"].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
@@ -173,7 +162,7 @@ async fn a_registry_refusing_deletion_is_named_and_nothing_is_removed() {
     let proxy = FaultProxy::start(registry.addr(), plan).await.unwrap();
     let (client, host) = (client(), proxy.host());
     let repo = Repository::new(host.clone(), "team/app").unwrap();
-    push(&client, &repo, &platforms(vec![("linux/amd64", layer(20))]), "gone").await;
+    push_image(&client, &repo, &platforms(vec![("linux/amd64", layer(20))]), "gone").await;
     create(&host, "gone");
     // The image goes away through the registry itself, not the proxy.
     let direct = Repository::new(registry.host(), "team/app").unwrap();

@@ -14,7 +14,7 @@ use testkit::proxy::{FaultPlan, FaultProxy, RedirectProxy, ReferrersProxy};
 use testkit::registry::LocalRegistry;
 use testkit::LayerConfig;
 
-use super::cli;
+use super::{cli, push_image};
 
 const USER: &str = "soci";
 const PASSWORD: &str = "s3cret-pass";
@@ -49,17 +49,6 @@ fn test_image() -> TestImage {
         true,
         true,
     )
-}
-
-async fn push_image(client: &Client, repo: &Repository, image: &TestImage, tag: &str) {
-    for (digest, _, bytes) in &image.blobs {
-        client.push_blob(repo, digest, Bytes::from(bytes.clone())).await.unwrap();
-    }
-    for (digest, media_type, bytes) in &image.manifests {
-        client.put_manifest(repo, digest, media_type, Bytes::from(bytes.clone())).await.unwrap();
-    }
-    let (_, media_type, bytes) = &image.root;
-    client.put_manifest(repo, tag, media_type, Bytes::from(bytes.clone())).await.unwrap();
 }
 
 /// Runs `soci-indexer create` with the password on stdin; returns (success, stdout, stderr).

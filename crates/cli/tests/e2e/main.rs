@@ -1,4 +1,5 @@
-//! Test modules and shared helpers.
+//! End-to-end tests of soci-indexer: the CLI binary (`CARGO_BIN_EXE_soci-indexer`) against the
+//! soci-made corpus, generated layers and a real registry. One test binary; a module per verb.
 
 mod cache;
 mod cli_errors;
@@ -12,31 +13,34 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use bytes::Bytes;
+use testkit::image::TestImage;
+
 /// The soci-made golden corpus copied into the repository.
 pub fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/rules_img")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/rules_img")
 }
 
-/// The `soci-indexer` binary of this workspace, built on first use if `cargo test` did not build it.
+/// The `soci-indexer` binary Cargo built for these tests.
 pub fn binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        // target/<profile>/deps/tests-<hash> → target/<profile>/soci-indexer
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target profile dir");
-        let binary = profile_dir.join("soci-indexer");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "soci-indexer", "--bin", "soci-indexer"]);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        // Always (re)build: cheap when up to date, and a stale binary would test old code.
-        let status = build.status().expect("run cargo build");
-        assert!(status.success(), "building soci-indexer failed");
-        assert!(binary.exists(), "{} missing after build", binary.display());
-        binary
-    })
+    Path::new(env!("CARGO_BIN_EXE_soci-indexer"))
+}
+
+/// Pushes `image` (blobs, platform manifests, then the root under `tag`) with `client`.
+pub async fn push_image(
+    client: &registry::Client,
+    repo: &registry::Repository,
+    image: &TestImage,
+    tag: &str,
+) {
+    for (digest, _, bytes) in &image.blobs {
+        client.push_blob(repo, digest, Bytes::from(bytes.clone())).await.unwrap();
+    }
+    for (digest, media_type, bytes) in &image.manifests {
+        client.put_manifest(repo, digest, media_type, Bytes::from(bytes.clone())).await.unwrap();
+    }
+    let (_, media_type, bytes) = &image.root;
+    client.put_manifest(repo, tag, media_type, Bytes::from(bytes.clone())).await.unwrap();
 }
 
 /// The CLI, with its zTOC cache in a directory of this test process (never the user's).

@@ -3,14 +3,13 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use registry::{Client, ClientConfig, Repository};
 use serde_json::Value;
 use testkit::image::{image, Style, TestImage, TestLayer};
 use testkit::registry::LocalRegistry;
 use testkit::LayerConfig;
 
-use super::cli;
+use super::{cli, push_image};
 
 fn client() -> Client {
     Client::new(ClientConfig { plain_http: true, ..ClientConfig::default() }, Arc::new(registry::Anonymous))
@@ -32,16 +31,6 @@ fn image_with(own_seed: u64) -> TestImage {
         false,
     );
     image(Style::Oci, vec![("linux/amd64".into(), vec![base, own])], false, false)
-}
-
-async fn push(client: &Client, repo: &Repository, image: &TestImage, tag: &str) {
-    for (digest, _, bytes) in &image.blobs {
-        client.push_blob(repo, digest, Bytes::from(bytes.clone())).await.unwrap();
-    }
-    for (digest, media_type, bytes) in &image.manifests {
-        client.put_manifest(repo, digest, media_type, Bytes::from(bytes.clone())).await.unwrap();
-    }
-    client.put_manifest(repo, tag, &image.root.1, Bytes::from(image.root.2.clone())).await.unwrap();
 }
 
 /// `create --json` with the cache flags given; the parsed report.
@@ -76,8 +65,8 @@ async fn layers_seen_before_are_reused_mounted_or_rebuilt_with_identical_indexes
     let host = registry.host();
     let app = Repository::new(host.clone(), "team/app").unwrap();
     let (a, b) = (image_with(1), image_with(2));
-    push(&client, &app, &a, "a").await;
-    push(&client, &app, &b, "b").await;
+    push_image(&client, &app, &a, "a").await;
+    push_image(&client, &app, &b, "b").await;
     let cache_dir = tempfile::tempdir().unwrap();
     let cache = ["--ztoc-cache", cache_dir.path().to_str().unwrap()];
 
@@ -88,14 +77,14 @@ async fn layers_seen_before_are_reused_mounted_or_rebuilt_with_identical_indexes
 
     // B again without the cache, in a repository of its own: the same index.
     let plain = Repository::new(host.clone(), "plain/b").unwrap();
-    push(&client, &plain, &b, "b").await;
+    push_image(&client, &plain, &b, "b").await;
     let uncached = create(&format!("{host}/plain/b:b"), &["--no-ztoc-cache"]);
     assert_eq!(results(&uncached), ["indexed", "indexed"]);
     assert_eq!(second["image_index_digest"], uncached["image_index_digest"]);
 
     // B's layers in another repository: the zTOCs are mounted, nothing is built.
     let other = Repository::new(host.clone(), "team/other").unwrap();
-    push(&client, &other, &b, "c").await;
+    push_image(&client, &other, &b, "c").await;
     let third = create(&format!("{host}/team/other:c"), &cache);
     assert_eq!(results(&third), ["reused mounted", "reused mounted"], "{third}");
     assert_eq!(third["image_index_digest"], uncached["image_index_digest"]);
@@ -104,7 +93,7 @@ async fn layers_seen_before_are_reused_mounted_or_rebuilt_with_identical_indexes
     drop(registry);
     let fresh = LocalRegistry::start().await.unwrap();
     let fresh_app = Repository::new(fresh.host(), "team/app").unwrap();
-    push(&client, &fresh_app, &a, "a").await;
+    push_image(&client, &fresh_app, &a, "a").await;
     let rebuilt = create(&format!("{}/team/app:a", fresh.host()), &cache);
     assert_eq!(results(&rebuilt), ["indexed", "indexed"], "{rebuilt}");
     assert_eq!(rebuilt["image_index_digest"], first["image_index_digest"]);

@@ -6,14 +6,13 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use registry::{Client, ClientConfig, Credentials, Repository, StaticCredentials};
 use serde_json::Value;
 use testkit::image::{image, Style, TestImage, TestLayer};
 use testkit::registry::LocalRegistry;
 use testkit::LayerConfig;
 
-use super::cli;
+use super::{cli, push_image};
 
 const USER: &str = "soci";
 const PASSWORD: &str = "status-pass";
@@ -42,17 +41,6 @@ fn two_platforms(seed: u64) -> TestImage {
         true,
         false,
     )
-}
-
-async fn push_image(client: &Client, repo: &Repository, image: &TestImage, tag: &str) {
-    for (digest, _, bytes) in &image.blobs {
-        client.push_blob(repo, digest, Bytes::from(bytes.clone())).await.unwrap();
-    }
-    for (digest, media_type, bytes) in &image.manifests {
-        client.put_manifest(repo, digest, media_type, Bytes::from(bytes.clone())).await.unwrap();
-    }
-    let (_, media_type, bytes) = &image.root;
-    client.put_manifest(repo, tag, media_type, Bytes::from(bytes.clone())).await.unwrap();
 }
 
 /// A CLI run against the registry, the password on stdin when `auth`.

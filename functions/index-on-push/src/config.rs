@@ -33,6 +33,9 @@ pub struct Config {
     pub log_filter: String,
     /// `SOCI_REGISTRY_URL`: index images in this registry instead of the event's ECR registry.
     pub registry_override: Option<RegistryOverride>,
+    /// `SOCI_COMPLETION_EVENT_BUS`: the EventBridge bus (name or ARN) that gets a `SOCI Index Action`
+    /// event after each ECR event handled; unset or empty: none is sent.
+    pub completion_event_bus: Option<String>,
 }
 
 /// A setting that cannot be used.
@@ -94,6 +97,7 @@ impl Config {
             get("SOCI_BUILD_TOOL_IDENTIFIER").unwrap_or_else(|| DEFAULT_BUILD_TOOL.into());
         let log_filter = log_filter(get("LOG_LEVEL").as_deref().unwrap_or("info"))?;
         let registry_override = read(parsed("SOCI_REGISTRY_URL"), RegistryOverride::parse)?;
+        let completion_event_bus = read(parsed("SOCI_COMPLETION_EVENT_BUS"), parse_event_bus)?;
         Ok(Config {
             filters,
             index_version,
@@ -104,6 +108,7 @@ impl Config {
             build_tool_identifier,
             log_filter,
             registry_override,
+            completion_event_bus,
         })
     }
 
@@ -120,6 +125,24 @@ impl Config {
             force: false,
             ztoc_cache: None,
         }
+    }
+}
+
+/// An EventBridge bus: a name (1 to 256 of `A-Z a-z 0-9 . - _ /`) or an ARN (up to 1600 characters).
+fn parse_event_bus(text: &str) -> Result<String, SettingError> {
+    let name = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/');
+    let valid = if text.starts_with("arn:") {
+        text.len() <= 1600 && text.contains(":event-bus/") && !text.contains(char::is_whitespace)
+    } else {
+        text.len() <= 256 && text.chars().all(name)
+    };
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(SettingError(format!(
+            "expected an EventBridge bus name (e.g. default) or ARN (arn:aws:events:REGION:ACCOUNT:event-bus/NAME), \
+             got {text:?}"
+        )))
     }
 }
 
@@ -164,6 +187,7 @@ mod tests {
         assert_eq!(config.build_tool_identifier, DEFAULT_BUILD_TOOL);
         assert_eq!(config.log_filter, "warn,index_on_push=info,index=info,registry=info");
         assert_eq!(config.registry_override, None);
+        assert_eq!(config.completion_event_bus, None);
         let options = config.create_options();
         assert!(!options.force && options.platforms.is_empty());
     }
@@ -180,6 +204,7 @@ mod tests {
             ("SOCI_BUILD_TOOL_IDENTIFIER", "my builder"),
             ("LOG_LEVEL", "DEBUG"),
             ("SOCI_REGISTRY_URL", "http://127.0.0.1:5000/"),
+            ("SOCI_COMPLETION_EVENT_BUS", "deployments"),
         ])
         .unwrap();
         assert!(config.filters.selects("prod-api", "latest") && !config.filters.selects("prod-x", "latest"));
@@ -194,6 +219,7 @@ mod tests {
             config.registry_override,
             Some(RegistryOverride { host: "127.0.0.1:5000".into(), plain_http: true })
         );
+        assert_eq!(config.completion_event_bus.as_deref(), Some("deployments"));
         let options = config.create_options();
         assert_eq!(
             (options.index_version, options.min_layer_size, options.span_size),
@@ -219,6 +245,15 @@ mod tests {
         let blank =
             config(&[("SOCI_TAG_SUFFIX", ""), ("SOCI_FILTERS", " "), ("SOCI_INDEX_VERSION", "")]).unwrap();
         assert_eq!((blank.tag_suffix.as_str(), blank.index_version), ("-soci", IndexVersion::V2));
+        // The template passes "" to turn the completion event off.
+        let off = config(&[("SOCI_COMPLETION_EVENT_BUS", "")]).unwrap();
+        assert_eq!(off.completion_event_bus, None);
+        let arns = config(&[(
+            "SOCI_COMPLETION_EVENT_BUS",
+            "arn:aws:events:eu-west-1:210987654321:event-bus/central",
+        )])
+        .unwrap();
+        assert!(arns.completion_event_bus.is_some_and(|bus| bus.ends_with("event-bus/central")));
     }
 
     #[test]
@@ -239,6 +274,8 @@ mod tests {
             ("SOCI_REGISTRY_URL", "ftp://host", "http:// or https://"),
             ("SOCI_REGISTRY_URL", "http://host/path", "without a path"),
             ("SOCI_REGISTRY_URL", "http://", "without a path"),
+            ("SOCI_COMPLETION_EVENT_BUS", "my bus", "expected an EventBridge bus name"),
+            ("SOCI_COMPLETION_EVENT_BUS", "arn:aws:sqs:us-east-1:1:q", "expected an EventBridge bus name"),
         ];
         for (variable, value, expected) in cases {
             let error = config(&[(variable, value)]).unwrap_err();

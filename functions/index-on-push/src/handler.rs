@@ -1,5 +1,6 @@
-//! One event: parse, plan, index, report. A plain async function over its dependencies, so tests call
-//! it with hand-built events and whatever registry they like.
+//! One event: parse, plan, index, report, announce. A plain async function over its dependencies
+//! ([`Services`]), so tests call it with hand-built events, whatever registry they like and a recorder
+//! of completion events.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -7,10 +8,22 @@ use std::time::{Duration, Instant};
 use app::Registries;
 use index::{CreateReport, LayerReport, LayerResult, Observer, Outcome as CreateOutcome};
 
+use crate::completion::{CompletionError, CompletionEvents, Detail};
 use crate::config::Config;
 use crate::event;
 use crate::outcome::{Outcome, Report};
 use crate::plan::{self, Plan, Target};
+
+/// The most time a completion event may take (the SDK's own retries included).
+pub const COMPLETION_EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the handler works with, built once per execution environment.
+pub struct Services<'a, R, E> {
+    /// The registries images are indexed in.
+    pub registries: &'a R,
+    /// Where completion events go (when `SOCI_COMPLETION_EVENT_BUS` names a bus).
+    pub completion: &'a E,
+}
 
 /// The invocation an event came with.
 #[derive(Clone, Debug)]
@@ -69,43 +82,75 @@ impl Observer for LayerLog {
     }
 }
 
-/// Handles one invocation payload and says what came of it. Never panics and never fails: a failure
-/// is a report with `outcome: failed` (and `retry` when trying again may help).
-pub async fn handle<R: Registries>(
+/// Handles one invocation payload and says what came of it, then puts the completion event of an ECR
+/// event on the configured bus (a payload that is no ECR event gets none). Never panics and never
+/// fails: a failure is a report with `outcome: failed` (and `retry` when trying again may help); a
+/// completion event that could not be put is logged and marked in the report, whatever the outcome.
+pub async fn handle<R: Registries, E: CompletionEvents>(
     payload: &serde_json::Value,
     invocation: &Invocation,
     config: &Config,
-    registries: &R,
+    services: &Services<'_, R, E>,
 ) -> Report {
     let started = Instant::now();
-    let mut report = match event::parse(payload) {
+    let (mut report, announce) = match event::parse(payload) {
         Ok(event) => {
             let mut report = Report::new(invocation.request_id.clone(), event.detail.repository_name.clone());
             report.digest = event.detail.digest().map(str::to_owned);
             report.tag = event.detail.tag().map(str::to_owned);
-            match plan::plan(&event, config) {
+            let report = match plan::plan(&event, config) {
                 Plan::Skip { reason } => report.skipped(reason),
                 Plan::Index(target) => {
                     report.registry = Some(target.repository.registry().to_owned());
-                    index_image(report, &target, invocation, config, registries).await
+                    index_image(report, &target, invocation, config, services).await
                 }
-            }
+            };
+            (report, true)
         }
-        Err(reason) => Report::new(invocation.request_id.clone(), "").skipped(reason),
+        Err(reason) => (Report::new(invocation.request_id.clone(), "").skipped(reason), false),
     };
     report.duration_ms = started.elapsed().as_millis() as u64;
-    // Everything echoed came from the event: bounded for the log line and the answer.
-    report.bounded()
+    // Everything echoed came from the event: bounded for the log line, the answer and the event.
+    let mut report = report.bounded();
+    if let Some(bus) = config.completion_event_bus.as_deref().filter(|_| announce) {
+        let detail = Detail::from_report(&report, config.index_version);
+        if let Err(e) = put_completion_event(services.completion, bus, &detail, invocation).await {
+            tracing::warn!(
+                bus, error = %e, repository = %report.repository, digest = report.digest.as_deref(),
+                "the completion event could not be put on the event bus"
+            );
+            report.completion_event_failed = true;
+        }
+    }
+    report
 }
 
-async fn index_image<R: Registries>(
+/// Puts the event within [`COMPLETION_EVENT_TIMEOUT`] and the invocation's time left.
+async fn put_completion_event<E: CompletionEvents>(
+    events: &E,
+    bus: &str,
+    detail: &Detail,
+    invocation: &Invocation,
+) -> Result<(), CompletionError> {
+    let time_left = invocation.deadline.map(|deadline| {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        remaining.saturating_sub(Duration::from_millis(100))
+    });
+    let allowed = time_left.map_or(COMPLETION_EVENT_TIMEOUT, |left| left.min(COMPLETION_EVENT_TIMEOUT));
+    match tokio::time::timeout(allowed, events.put(bus, detail)).await {
+        Ok(result) => result,
+        Err(_) => Err(CompletionError::TimedOut { bus: bus.to_owned(), millis: allowed.as_millis() }),
+    }
+}
+
+async fn index_image<R: Registries, E>(
     report: Report,
     target: &Target,
     invocation: &Invocation,
     config: &Config,
-    registries: &R,
+    services: &Services<'_, R, E>,
 ) -> Report {
-    let registry = Arc::new(registries.open(&target.repository));
+    let registry = Arc::new(services.registries.open(&target.repository));
     let options = config.create_options();
     let work =
         index::create(registry, &target.reference, target.tag.as_deref(), &options, Arc::new(LayerLog));
@@ -220,15 +265,15 @@ impl From<RetryableFailure> for lambda_runtime::Diagnostic {
 
 /// The Lambda entry point: handles the event, writes the log line and the metrics, and answers with the
 /// report, or with an error when the event should be retried.
-pub async fn invoke<R: Registries>(
+pub async fn invoke<R: Registries, E: CompletionEvents>(
     payload: &serde_json::Value,
     invocation: &Invocation,
     config: &Config,
-    registries: &R,
+    services: &Services<'_, R, E>,
 ) -> Result<Report, RetryableFailure> {
     let span = tracing::info_span!("event", request_id = %invocation.request_id);
     let report =
-        tracing::Instrument::instrument(handle(payload, invocation, config, registries), span.clone()).await;
+        tracing::Instrument::instrument(handle(payload, invocation, config, services), span.clone()).await;
     span.in_scope(|| report.emit());
     if report.retry {
         Err(RetryableFailure(report.reason.clone().unwrap_or_default()))

@@ -1,9 +1,10 @@
 //! `index-on-push`: the Lambda function's entry point. It only wires: settings from the environment,
-//! the AWS SDK and the registry client (once, at cold start), then the runtime loop.
+//! the AWS SDK, the registry client and the EventBridge client (once, at cold start), then the runtime
+//! loop.
 
 use std::process::ExitCode;
 
-use index_on_push::handler::{self, Invocation};
+use index_on_push::handler::{self, Invocation, Services};
 use index_on_push::{logging, wiring, Config};
 use lambda_runtime::{service_fn, LambdaEvent};
 
@@ -51,16 +52,19 @@ fn main() -> ExitCode {
 async fn run(config: Config) -> Result<(), lambda_runtime::Error> {
     let sdk = wiring::aws_config_from_env().await;
     let (registries, _credentials) = wiring::registries(&config, &sdk)?;
+    let completion = wiring::completion_events(&sdk);
+    let services = Services { registries: &registries, completion: &completion };
     tracing::debug!(
         index_version = ?config.index_version,
         registry_override = config.registry_override.as_ref().map(|r| r.host.as_str()),
+        completion_event_bus = config.completion_event_bus.as_deref(),
         "ready"
     );
     let config = &config;
-    let registries = &registries;
+    let services = &services;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
         let invocation = Invocation::from_context(&event.context);
-        handler::invoke(&event.payload, &invocation, config, registries).await
+        handler::invoke(&event.payload, &invocation, config, services).await
     }))
     .await
 }

@@ -1,7 +1,7 @@
 //! What an event came to: one structured log line (through `tracing`) and one CloudWatch embedded
 //! metric format (EMF) object on stdout, which CloudWatch Logs turns into metrics in the `SociIndexer`
-//! namespace: `Indexed`, `Skipped`, `Failed` (0 or 1 each), `LayersIndexed`, `LayersReused`, `BytesIndexed` and
-//! `DurationMs`.
+//! namespace: `Indexed`, `Skipped`, `Failed` (0 or 1 each), `LayersIndexed`, `LayersReused`, `BytesIndexed`,
+//! `DurationMs` and `CompletionEventsFailed` (0 or 1).
 
 use std::borrow::Cow;
 use std::io::Write as _;
@@ -105,6 +105,9 @@ pub struct Report {
     pub duration_ms: u64,
     /// Whether the invocation fails so that Lambda retries it (throttling, 5xx, network, deadline).
     pub retry: bool,
+    /// Whether the completion event could not be put on its bus (the outcome stands).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub completion_event_failed: bool,
 }
 
 impl Report {
@@ -127,6 +130,7 @@ impl Report {
             bytes: 0,
             duration_ms: 0,
             retry: false,
+            completion_event_failed: false,
         }
     }
 
@@ -167,6 +171,7 @@ impl Report {
                     bytes = self.bytes,
                     duration_ms = self.duration_ms,
                     retry = self.retry,
+                    completion_event_failed = self.completion_event_failed,
                     $message
                 )
             };
@@ -196,6 +201,7 @@ impl Report {
                         metric("LayersReused", "Count"),
                         metric("BytesIndexed", "Bytes"),
                         metric("DurationMs", "Milliseconds"),
+                        metric("CompletionEventsFailed", "Count"),
                     ],
                 }],
             },
@@ -207,6 +213,7 @@ impl Report {
             "LayersReused": self.layers_reused,
             "BytesIndexed": self.bytes,
             "DurationMs": self.duration_ms,
+            "CompletionEventsFailed": u64::from(self.completion_event_failed),
             // Properties, not metrics: searchable in CloudWatch Logs Insights.
             "requestId": self.request_id,
             "repository": self.repository,

@@ -1,10 +1,11 @@
 //! What is built once per execution environment: the AWS SDK configuration, the ECR client, the
-//! credential hook and the registry client.
+//! credential hook, the registry client and the EventBridge client.
 
 use std::sync::Arc;
 
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 
+use crate::completion::EventBridge;
 use crate::config::Config;
 use crate::ecr::{EcrCredentials, EcrTokenSource};
 use app::HttpRegistries;
@@ -17,8 +18,9 @@ pub fn http_client() -> aws_sdk_ecr::config::SharedHttpClient {
     aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).build_https()
 }
 
-/// The AWS SDK configuration from the environment (region, credentials, and `AWS_ENDPOINT_URL_ECR` or
-/// `AWS_ENDPOINT_URL` for a local ECR such as moto), with [`http_client`].
+/// The AWS SDK configuration from the environment (region, credentials, and the endpoint variables
+/// `AWS_ENDPOINT_URL_ECR`, `AWS_ENDPOINT_URL_EVENTBRIDGE` or `AWS_ENDPOINT_URL` for local stand-ins
+/// such as moto), with [`http_client`].
 pub async fn aws_config_from_env() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http_client()).load().await
 }
@@ -34,4 +36,10 @@ pub fn registries(
     let plain_http = config.registry_override.as_ref().is_some_and(|r| r.plain_http);
     let client = app::client(plain_http, USER_AGENT, credentials.clone())?;
     Ok((HttpRegistries::new(client), credentials))
+}
+
+/// Where completion events go: EventBridge's `PutEvents` (used only when `SOCI_COMPLETION_EVENT_BUS`
+/// names a bus; building the client does no I/O).
+pub fn completion_events(sdk: &aws_config::SdkConfig) -> EventBridge {
+    EventBridge::new(aws_sdk_eventbridge::Client::new(sdk))
 }

@@ -3,7 +3,11 @@
 //! `GetAuthorizationToken`, an image pushed, and the handler invoked with push events, wired exactly as
 //! `main.rs` wires it (`SOCI_REGISTRY_URL` moves the registry, the login still goes through ECR).
 //!
+//! moto also plays EventBridge (a rule delivering completion events to an SQS queue).
+//!
 //! Needs `docker-registry` (apt) and `moto_server` (pip install 'moto[server]'); `.ci/run` installs both.
+
+mod aws;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +16,9 @@ use bytes::Bytes;
 use index::media;
 use index::oci::{Index, Manifest};
 use index_on_push::ecr::{EcrCredentials, EcrTokenSource};
-use index_on_push::{handle, wiring, Config, HttpRegistries, Invocation, Outcome, Report};
+use index_on_push::{
+    handle, wiring, Config, EventBridge, HttpRegistries, Invocation, Outcome, Report, Services,
+};
 use registry::{Client, ClientConfig, Credentials, Repository, StaticCredentials};
 use serde_json::{json, Value};
 use testkit::image::{image, Style, TestImage, TestLayer};
@@ -61,33 +67,27 @@ impl World {
     /// What `main.rs` builds at cold start, with the SDK pointed at moto (as `AWS_ENDPOINT_URL_ECR`
     /// does) and test credentials.
     async fn deps(&self, config: &Config) -> (HttpRegistries, Arc<EcrCredentials<EcrTokenSource>>) {
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(wiring::http_client())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(self.moto.url())
-            .credentials_provider(aws_sdk_ecr::config::Credentials::new(
-                "testing", "testing", None, None, "test",
-            ))
-            .load()
-            .await;
-        wiring::registries(config, &sdk).unwrap()
+        wiring::registries(config, &aws::sdk(&self.moto.url()).await).unwrap()
     }
 
     async fn push(&self, image: &TestImage, tag: &str) -> String {
+        self.push_to(REPOSITORY, image, tag).await
+    }
+
+    /// Pushes `image` as `repository:tag`; returns its digest.
+    async fn push_to(&self, repository: &str, image: &TestImage, tag: &str) -> String {
+        let repository = Repository::new(self.registry.host(), repository).unwrap();
         for (digest, _, bytes) in &image.blobs {
-            self.client.push_blob(&self.repository, digest, Bytes::from(bytes.clone())).await.unwrap();
+            self.client.push_blob(&repository, digest, Bytes::from(bytes.clone())).await.unwrap();
         }
         for (digest, media_type, bytes) in &image.manifests {
             self.client
-                .put_manifest(&self.repository, digest, media_type, Bytes::from(bytes.clone()))
+                .put_manifest(&repository, digest, media_type, Bytes::from(bytes.clone()))
                 .await
                 .unwrap();
         }
         let (digest, media_type, bytes) = &image.root;
-        self.client
-            .put_manifest(&self.repository, tag, media_type, Bytes::from(bytes.clone()))
-            .await
-            .unwrap();
+        self.client.put_manifest(&repository, tag, media_type, Bytes::from(bytes.clone())).await.unwrap();
         digest.clone()
     }
 
@@ -131,8 +131,20 @@ fn push_event(tag: &str, digest: &str, media_types: Option<(&str, Option<&str>)>
 }
 
 async fn invoke(event: &Value, config: &Config, registries: &HttpRegistries, request_id: &str) -> Report {
+    let events = wiring::completion_events(&aws_config::SdkConfig::builder().build());
+    let services = Services { registries, completion: &events };
+    invoke_with(event, config, &services, request_id).await
+}
+
+/// Handles `event` as `main.rs` does with `services`, then writes its log and EMF lines.
+async fn invoke_with(
+    event: &Value,
+    config: &Config,
+    services: &Services<'_, HttpRegistries, EventBridge>,
+    request_id: &str,
+) -> Report {
     let invocation = Invocation { request_id: request_id.into(), deadline: None };
-    let report = handle(event, &invocation, config, registries).await;
+    let report = handle(event, &invocation, config, services).await;
     report.emit();
     report
 }
@@ -283,4 +295,105 @@ async fn a_registry_that_rejects_the_token_fails_without_retry_and_without_showi
     assert!(!shown.contains(MotoServer::ECR_PASSWORD), "the token never shows");
     // moto's tokens are already expired: fetched again for the retry after the 401, never in a loop.
     assert!((2..=4).contains(&credentials.fetches()), "{} fetches", credentials.fetches());
+}
+
+/// The rule pattern of the README: `indexed` completion events of one repository.
+fn indexed_in(repository: &str) -> Value {
+    json!({
+        "source": ["soci-indexer"],
+        "detail-type": ["SOCI Index Action"],
+        "detail": {"repository-name": [repository], "outcome": ["indexed"]}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_push_event_puts_one_completion_event_that_an_eventbridge_rule_delivers() {
+    let world = world().await;
+    let sdk = aws::sdk(&world.moto.url()).await;
+    let every = json!({"source": ["soci-indexer"], "detail-type": ["SOCI Index Action"]});
+    let all = aws::Queue::for_rule(&sdk, "soci-all", &every).await;
+    let indexed = aws::Queue::for_rule(&sdk, "soci-indexed", &indexed_in(REPOSITORY)).await;
+    let config = world.config(&[("SOCI_COMPLETION_EVENT_BUS", "default")]);
+    let (registries, _) = world.deps(&config).await;
+    let events = wiring::completion_events(&sdk);
+    let services = Services { registries: &registries, completion: &events };
+    let digest = world.push(&test_image(), "1.0").await;
+
+    let report = invoke_with(&push_event("1.0", &digest, None), &config, &services, "first").await;
+    assert_eq!(report.outcome, Outcome::Indexed, "{report:?}");
+    assert!(!report.completion_event_failed, "moto log:\n{}", world.moto.logs());
+    let messages = all.take().await;
+    assert_eq!(messages.len(), 1, "exactly one event: {messages:#?}");
+    let event = &messages[0];
+    assert_eq!(
+        (&event["source"], &event["detail-type"]),
+        (&json!("soci-indexer"), &json!("SOCI Index Action"))
+    );
+    assert_eq!(event["region"], "us-east-1", "{event:#}");
+    let detail = &event["detail"];
+    assert_eq!(
+        *detail,
+        json!({
+            "repository-name": REPOSITORY,
+            "image-digest": digest,
+            "image-tag": "1.0",
+            "outcome": "indexed",
+            "reason": null,
+            "soci-tag": "1.0-soci",
+            "image-index-digest": world.manifest("1.0-soci").await.digest,
+            "soci-index-digests": report.soci_indexes,
+            "layers-indexed": 2,
+            "layers-reused": 0,
+            "index-version": "v2",
+            "retry": false,
+        })
+    );
+    assert_eq!(indexed.take().await, messages, "the README's rule matches it");
+
+    // The duplicate push event: a `skipped` event, which the README's rule leaves out.
+    let report = invoke_with(&push_event("1.0", &digest, None), &config, &services, "duplicate").await;
+    assert_eq!(reason(&report), "already indexed");
+    let messages = all.take().await;
+    assert_eq!(messages.len(), 1, "{messages:#?}");
+    assert_eq!(
+        (&messages[0]["detail"]["outcome"], &messages[0]["detail"]["reason"]),
+        (&json!("skipped"), &json!("already indexed"))
+    );
+    assert!(indexed.take().await.is_empty());
+
+    // With the bus setting empty, nothing is put, whatever happens.
+    let off = world.config(&[("SOCI_COMPLETION_EVENT_BUS", ""), ("SOCI_TAG_SUFFIX", "-lazy")]);
+    let report = invoke_with(&push_event("1.0", &digest, None), &off, &services, "no-bus").await;
+    assert_eq!(
+        (report.outcome, report.pushed_tag.as_deref()),
+        (Outcome::Indexed, Some("1.0-lazy")),
+        "{report:?}"
+    );
+    assert!(all.take().await.is_empty() && indexed.take().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_bus_that_cannot_be_reached_or_does_not_exist_leaves_the_image_indexed() {
+    let world = world().await;
+    let sdk = aws::sdk(&world.moto.url()).await;
+    let (registries, _) = world.deps(&world.config(&[])).await;
+    let digest = world.push(&test_image(), "1.0").await;
+
+    // EventBridge's endpoint is a closed port: the SDK's retries, then the failure is noted.
+    let down = aws_sdk_eventbridge::config::Builder::from(&sdk).endpoint_url(aws::closed_port()).build();
+    let events = EventBridge::new(aws_sdk_eventbridge::Client::from_conf(down));
+    let services = Services { registries: &registries, completion: &events };
+    let config = world.config(&[("SOCI_COMPLETION_EVENT_BUS", "default")]);
+    let report = invoke_with(&push_event("1.0", &digest, None), &config, &services, "down").await;
+    assert_eq!((report.outcome, report.retry), (Outcome::Indexed, false), "{report:?}");
+    assert!(report.completion_event_failed, "{report:?}");
+    assert_eq!(report.metrics(0, "f")["CompletionEventsFailed"], 1);
+    assert_eq!(world.manifest("1.0-soci").await.digest, report.index_digest.clone().unwrap());
+
+    // moto answers, but the bus does not exist.
+    let events = wiring::completion_events(&sdk);
+    let services = Services { registries: &registries, completion: &events };
+    let config = world.config(&[("SOCI_COMPLETION_EVENT_BUS", "no-such-bus"), ("SOCI_TAG_SUFFIX", "-lazy")]);
+    let report = invoke_with(&push_event("1.0", &digest, None), &config, &services, "unknown-bus").await;
+    assert_eq!((report.outcome, report.completion_event_failed), (Outcome::Indexed, true), "{report:?}");
 }

@@ -1,5 +1,6 @@
-//! The handler with hand-built events and an in-memory registry: every skip rule (none of which
-//! touches the registry), the loop guard on fetched content, failures and retries, the deadline.
+//! The handler with hand-built events, an in-memory registry and a recorder of completion events: every
+//! skip rule (none of which touches the registry), the loop guard on fetched content, failures and
+//! retries, the deadline, and the completion event of each ECR event.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,7 +10,8 @@ use bytes::Bytes;
 use index::media;
 use index::testing::{MemoryRegistry, Mode};
 use index::SourceErrorKind;
-use index_on_push::{handle, invoke, Config, Invocation, Outcome, Registries, Report};
+use index_on_push::completion::{CompletionError, CompletionEvents, Detail};
+use index_on_push::{handle, invoke, Config, Invocation, Outcome, Registries, Report, Services};
 use registry::Repository;
 use serde_json::{json, Value};
 use testkit::image::{image, Style, TestImage, TestLayer};
@@ -41,6 +43,58 @@ impl Registries for FakeRegistries {
         self.opened.lock().unwrap().push(repository.to_string());
         self.fake.clone()
     }
+}
+
+/// What a [`Recorder`] does with an event.
+#[derive(Clone, Copy, Debug, Default)]
+enum Put {
+    /// Records it.
+    #[default]
+    Take,
+    /// Answers with an error, as EventBridge does for an unknown bus.
+    Refuse,
+    /// Never answers.
+    Hang,
+}
+
+/// Completion events, recorded as (bus, detail as JSON).
+#[derive(Default)]
+struct Recorder {
+    put: Put,
+    events: Mutex<Vec<(String, Value)>>,
+}
+
+impl Recorder {
+    fn new(put: Put) -> Recorder {
+        Recorder { put, events: Mutex::default() }
+    }
+
+    fn events(&self) -> Vec<(String, Value)> {
+        self.events.lock().unwrap().clone()
+    }
+}
+
+impl CompletionEvents for Recorder {
+    async fn put(&self, bus: &str, detail: &Detail) -> Result<(), CompletionError> {
+        match self.put {
+            Put::Take => {
+                self.events.lock().unwrap().push((bus.to_owned(), serde_json::to_value(detail).unwrap()));
+                Ok(())
+            }
+            Put::Refuse => Err(CompletionError::Request {
+                bus: bus.to_owned(),
+                message: "ResourceNotFoundException: Event bus deployments does not exist.".into(),
+            }),
+            Put::Hang => std::future::pending().await,
+        }
+    }
+}
+
+fn services<'a>(
+    registries: &'a FakeRegistries,
+    events: &'a Recorder,
+) -> Services<'a, FakeRegistries, Recorder> {
+    Services { registries, completion: events }
 }
 
 /// Stores `image` in `fake` under `tag`; returns the image's digest.
@@ -103,7 +157,7 @@ fn small_image() -> TestImage {
 }
 
 async fn run(event: &Value, config: &Config, registries: &FakeRegistries) -> Report {
-    handle(event, &invocation(), config, registries).await
+    handle(event, &invocation(), config, &services(registries, &Recorder::default())).await
 }
 
 fn assert_skipped(report: &Report, expected: &str) {
@@ -269,7 +323,9 @@ async fn registry_failures_fail_and_only_transient_ones_are_retried() {
     let report = run(&event, &config, &throttled).await;
     assert_eq!((report.outcome, report.retry), (Outcome::Failed, true), "{report:?}");
     assert!(report.reason.as_deref().unwrap_or_default().contains("injected Other"));
-    let error = invoke(&event, &invocation(), &config, &throttled).await.unwrap_err();
+    let error = invoke(&event, &invocation(), &config, &services(&throttled, &Recorder::default()))
+        .await
+        .unwrap_err();
     assert!(error.to_string().contains("may succeed if retried"), "{error}");
     let diagnostic = lambda_runtime::Diagnostic::from(error);
     assert_eq!(diagnostic.error_type, "SociIndexer.Retryable");
@@ -277,11 +333,19 @@ async fn registry_failures_fail_and_only_transient_ones_are_retried() {
     let denied = FakeRegistries::new(Mode::Fail { kind: SourceErrorKind::Denied, retryable: false });
     let report = run(&event, &config, &denied).await;
     assert_eq!((report.outcome, report.retry), (Outcome::Failed, false), "{report:?}");
-    let answer = invoke(&event, &invocation(), &config, &denied).await.unwrap();
+    let answer =
+        invoke(&event, &invocation(), &config, &services(&denied, &Recorder::default())).await.unwrap();
     assert_eq!(answer.outcome, Outcome::Failed);
 
     // Skips end the invocation successfully too.
-    let skipped = invoke(&fixture("delete-event.json"), &invocation(), &config, &denied).await.unwrap();
+    let skipped = invoke(
+        &fixture("delete-event.json"),
+        &invocation(),
+        &config,
+        &services(&denied, &Recorder::default()),
+    )
+    .await
+    .unwrap();
     assert_eq!(skipped.outcome, Outcome::Skipped);
 }
 
@@ -292,7 +356,8 @@ async fn indexing_stops_cleanly_before_the_deadline() {
     let started = tokio::time::Instant::now().into_std();
     let deadline = started + Duration::from_secs(60);
     let invocation = Invocation { request_id: "slow".into(), deadline: Some(deadline) };
-    let report = handle(&push(json!({})), &invocation, &config(&[]), &registries).await;
+    let events = Recorder::default();
+    let report = handle(&push(json!({})), &invocation, &config(&[]), &services(&registries, &events)).await;
     let stopped = tokio::time::Instant::now().into_std();
     assert_eq!((report.outcome, report.retry), (Outcome::Failed, true), "{report:?}");
     assert!(report.reason.as_deref().unwrap_or_default().starts_with("deadline: "), "{report:?}");
@@ -303,7 +368,7 @@ async fn indexing_stops_cleanly_before_the_deadline() {
 
     // An invocation whose time is already up fails at once.
     let late = Invocation { request_id: "late".into(), deadline: Some(Instant::now()) };
-    let report = handle(&push(json!({})), &late, &config(&[]), &registries).await;
+    let report = handle(&push(json!({})), &late, &config(&[]), &services(&registries, &events)).await;
     assert!(report.reason.as_deref().unwrap_or_default().starts_with("deadline: "));
 }
 
@@ -413,4 +478,173 @@ async fn a_tag_too_long_for_its_suffix_is_skipped_and_nothing_is_pushed() {
     assert_eq!(report.outcome, Outcome::Indexed, "{report:?}");
     assert_eq!(report.pushed_tag.map(|tag| tag.len()), Some(128));
     assert!(!registries.fake.pushes().is_empty());
+}
+
+/// The config of the completion event tests: events go to the `deployments` bus.
+fn announcing(vars: &[(&str, &str)]) -> Config {
+    let mut vars = vars.to_vec();
+    vars.push(("SOCI_COMPLETION_EVENT_BUS", "deployments"));
+    config(&vars)
+}
+
+#[tokio::test]
+async fn each_ecr_event_gets_one_completion_event_saying_what_came_of_it() {
+    let registries = FakeRegistries::new(Mode::Serve);
+    let digest = push_image(&registries.fake, &small_image(), "1.0");
+    let event = push(json!({"image-tag": "1.0", "image-digest": digest}));
+    let config = announcing(&[]);
+    let events = Recorder::default();
+    let services = services(&registries, &events);
+
+    let indexed = handle(&event, &invocation(), &config, &services).await;
+    assert_eq!(indexed.outcome, Outcome::Indexed, "{indexed:?}");
+    assert!(!indexed.completion_event_failed);
+    let recorded = events.events();
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    let (bus, detail) = &recorded[0];
+    assert_eq!(bus, "deployments");
+    let image_index = indexed.index_digest.clone().unwrap();
+    assert_eq!(
+        *detail,
+        json!({
+            "repository-name": "team/app",
+            "image-digest": digest,
+            "image-tag": "1.0",
+            "outcome": "indexed",
+            "reason": null,
+            "soci-tag": "1.0-soci",
+            "image-index-digest": image_index,
+            "soci-index-digests": indexed.soci_indexes,
+            "layers-indexed": 2,
+            "layers-reused": 0,
+            "index-version": "v2",
+            "retry": false,
+        })
+    );
+
+    // EventBridge delivers the push again: already indexed (the engine checks, it does not say where).
+    let again = handle(&event, &invocation(), &config, &services).await;
+    assert_skipped(&again, "already indexed");
+    let (_, detail) = events.events().pop().unwrap();
+    assert_eq!((&detail["outcome"], &detail["reason"]), (&json!("skipped"), &json!("already indexed")));
+    assert_eq!((&detail["image-tag"], &detail["layers-indexed"]), (&json!("1.0"), &json!(0)));
+
+    // Skipped by a rule, before any registry call: an event all the same.
+    let own = push(json!({"image-tag": "1.0-soci"}));
+    handle(&own, &invocation(), &config, &services).await;
+    let (_, detail) = events.events().pop().unwrap();
+    assert_eq!((&detail["outcome"], &detail["image-tag"]), (&json!("skipped"), &json!("1.0-soci")));
+    assert!(detail["reason"].as_str().unwrap().contains("ends with the SOCI tag suffix"), "{detail}");
+    assert_eq!((&detail["soci-tag"], &detail["image-index-digest"]), (&Value::Null, &Value::Null));
+
+    // A payload that is no ECR event says nothing about any image: no event.
+    let junk = handle(&json!({"hello": "world"}), &invocation(), &config, &services).await;
+    assert_eq!(junk.outcome, Outcome::Skipped);
+    assert_eq!(events.events().len(), 3, "one event per ECR event handled");
+}
+
+#[tokio::test]
+async fn failures_and_v1_indexes_are_announced_too() {
+    let throttled = FakeRegistries::new(Mode::Fail { kind: SourceErrorKind::Other, retryable: true });
+    let events = Recorder::default();
+    let error =
+        invoke(&push(json!({})), &invocation(), &announcing(&[]), &services(&throttled, &events)).await;
+    assert!(error.is_err(), "retried: {error:?}");
+    let (_, detail) = events.events().pop().unwrap();
+    assert_eq!((&detail["outcome"], &detail["retry"]), (&json!("failed"), &json!(true)), "{detail}");
+    assert!(detail["reason"].as_str().unwrap().contains("injected Other"), "{detail}");
+
+    let registries = FakeRegistries::new(Mode::Serve);
+    let digest = push_image(&registries.fake, &small_image(), "1.0");
+    let events = Recorder::default();
+    let v1 = announcing(&[("SOCI_INDEX_VERSION", "v1")]);
+    let event = push(json!({"image-tag": "", "image-digest": digest}));
+    let report = handle(&event, &invocation(), &v1, &services(&registries, &events)).await;
+    assert_eq!(report.outcome, Outcome::Indexed, "{report:?}");
+    let (_, detail) = events.events().pop().unwrap();
+    assert_eq!((&detail["index-version"], &detail["image-tag"]), (&json!("v1"), &Value::Null));
+    assert_eq!((&detail["soci-tag"], &detail["image-index-digest"]), (&Value::Null, &Value::Null));
+    assert_eq!(detail["soci-index-digests"], json!(report.soci_indexes));
+    assert_eq!(report.soci_indexes.len(), 1);
+}
+
+#[tokio::test]
+async fn without_a_bus_no_completion_event_is_put() {
+    let registries = FakeRegistries::new(Mode::Serve);
+    let digest = push_image(&registries.fake, &small_image(), "1.0");
+    let events = Recorder::default();
+    let services = services(&registries, &events);
+    let config = config(&[("SOCI_COMPLETION_EVENT_BUS", "")]);
+    for event in
+        [push(json!({"image-tag": "1.0", "image-digest": digest})), push(json!({"image-tag": "x-soci"}))]
+    {
+        let report = handle(&event, &invocation(), &config, &services).await;
+        assert!(!report.completion_event_failed);
+    }
+    assert_eq!(registries.fake.manifest("1.0-soci").map(|_| ()), Some(()), "it did index");
+    assert!(events.events().is_empty(), "{:?}", events.events());
+}
+
+#[tokio::test]
+async fn a_completion_event_that_cannot_be_put_leaves_the_outcome_alone_and_is_counted() {
+    let registries = FakeRegistries::new(Mode::Serve);
+    push_image(&registries.fake, &small_image(), "1.0");
+    let refusing = Recorder::new(Put::Refuse);
+    let answer = invoke(
+        &push(json!({"image-tag": "1.0"})),
+        &invocation(),
+        &announcing(&[]),
+        &services(&registries, &refusing),
+    )
+    .await
+    .unwrap();
+    assert_eq!((answer.outcome, answer.retry), (Outcome::Indexed, false), "{answer:?}");
+    assert!(answer.completion_event_failed);
+    assert_eq!(serde_json::to_value(&answer).unwrap()["completion_event_failed"], true);
+    let emf = answer.metrics(0, "f");
+    assert_eq!((emf["CompletionEventsFailed"].as_u64(), emf["Indexed"].as_u64()), (Some(1), Some(1)));
+
+    // A skipped event's metrics and answer are unchanged when the put worked.
+    let fine = Recorder::default();
+    let skipped = handle(
+        &push(json!({"image-tag": "1.0"})),
+        &invocation(),
+        &announcing(&[]),
+        &services(&registries, &fine),
+    )
+    .await;
+    assert_skipped(&skipped, "already indexed");
+    assert!(serde_json::to_value(&skipped).unwrap().get("completion_event_failed").is_none());
+    assert_eq!(skipped.metrics(0, "f")["CompletionEventsFailed"], 0);
+}
+
+/// On tokio's paused clock: a bus that never answers costs at most 10 s, or the time left before the
+/// deadline when that is less.
+#[tokio::test(start_paused = true)]
+async fn a_bus_that_never_answers_is_given_up_on_in_time() {
+    let registries = FakeRegistries::new(Mode::Serve);
+    push_image(&registries.fake, &small_image(), "1.0");
+    let hanging = Recorder::new(Put::Hang);
+    let started = tokio::time::Instant::now();
+    let report = handle(
+        &push(json!({"image-tag": "1.0"})),
+        &invocation(),
+        &announcing(&[]),
+        &services(&registries, &hanging),
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::Indexed, "{report:?}");
+    assert!(report.completion_event_failed);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(10) && waited < Duration::from_millis(10_500), "{waited:?}");
+
+    let soon =
+        Invocation { request_id: "soon".into(), deadline: Some(Instant::now() + Duration::from_secs(3)) };
+    let started = tokio::time::Instant::now();
+    let report =
+        handle(&push(json!({"image-tag": "1.0"})), &soon, &announcing(&[]), &services(&registries, &hanging))
+            .await;
+    assert_skipped(&report, "already indexed");
+    assert!(report.completion_event_failed);
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
 }

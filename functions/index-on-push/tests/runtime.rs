@@ -2,6 +2,8 @@
 //! wiring from real environment variables (`SOCI_REGISTRY_URL`, `AWS_ENDPOINT_URL_ECR` to moto), events
 //! answered with their report, the JSON log and EMF lines on stdout, and settings errors at cold start.
 //!
+//! The completion events reach moto through `AWS_ENDPOINT_URL_EVENTBRIDGE`.
+//!
 //! Set `INDEX_ON_PUSH_BIN` to run another build of the binary (e.g. the release one, to measure its cold
 //! start); the timings are printed (`cargo test -p index-on-push --test runtime -- --nocapture`).
 
@@ -24,6 +26,8 @@ use testkit::moto::MotoServer;
 use testkit::registry::LocalRegistry;
 use testkit::LayerConfig;
 use tokio::sync::{mpsc, Notify};
+
+mod aws;
 
 fn binary() -> String {
     std::env::var("INDEX_ON_PUSH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_index-on-push").to_owned())
@@ -490,4 +494,95 @@ async fn odd_and_huge_payloads_each_get_one_bounded_outcome_line() {
     assert!(tag.starts_with("v111") && tag.contains(&format!("{} characters", huge_tag.len())), "{tag}");
     let metrics = lines.iter().filter(|l| l["Skipped"] == 1).count();
     assert_eq!(metrics, payloads.len(), "one EMF line per payload");
+}
+
+/// Starts the binary under `api` with `vars`; returns its stdout and stderr once `answers` answers came
+/// back and it was stopped.
+async fn serve_events(
+    api: &mut RuntimeApi,
+    vars: &[(&str, String)],
+    events: &[(&str, Value)],
+) -> (Vec<Answer>, String) {
+    let mut vars = vars.to_vec();
+    vars.push(("AWS_LAMBDA_RUNTIME_API", api.addr.to_string()));
+    let mut child = tokio::process::Command::from(command(&vars))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = tokio::spawn(read_all(child.stdout.take().unwrap()));
+    let stderr = tokio::spawn(read_all(child.stderr.take().unwrap()));
+    for (request_id, event) in events {
+        api.send(request_id, event.clone());
+    }
+    let mut answers = Vec::new();
+    for _ in events {
+        answers.push(api.answer().await.1);
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let printed = [stdout.await.unwrap(), stderr.await.unwrap()].concat();
+    (answers, String::from_utf8_lossy(&printed).into_owned())
+}
+
+/// Through the SDK's endpoint variables, as a local run sets them: a push event puts one completion event
+/// (delivered by a rule to a queue); with EventBridge down, the image is indexed all the same and the
+/// failure is logged and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_reaches_eventbridge_through_the_endpoint_variable() {
+    let moto = MotoServer::start().await.unwrap();
+    let sdk = aws::sdk(&moto.url()).await;
+    let queue = aws::Queue::for_rule(&sdk, "soci", &json!({"source": ["soci-indexer"]})).await;
+    let sample = Sample::start().await;
+    let vars = |events_endpoint: String, tag_suffix: &str| {
+        vec![
+            ("AWS_ENDPOINT_URL_ECR", moto.url()),
+            ("AWS_ENDPOINT_URL_EVENTBRIDGE", events_endpoint),
+            ("SOCI_COMPLETION_EVENT_BUS", "default".to_owned()),
+            ("SOCI_REGISTRY_URL", sample.registry.url()),
+            ("SOCI_MIN_LAYER_SIZE", "50000".to_owned()),
+            ("SOCI_SPAN_SIZE", "65536".to_owned()),
+            ("SOCI_TAG_SUFFIX", tag_suffix.to_owned()),
+        ]
+    };
+
+    let mut api = RuntimeApi::start().await;
+    let (answers, printed) =
+        serve_events(&mut api, &vars(moto.url(), "-soci"), &[("req-1", sample.event())]).await;
+    let Answer::Response { body, .. } = &answers[0] else { panic!("{answers:?}\n{printed}") };
+    assert_eq!(
+        (&body["outcome"], &body["layers_indexed"]),
+        (&json!("indexed"), &json!(1)),
+        "{body}\n{printed}"
+    );
+    let messages = queue.take().await;
+    assert_eq!(messages.len(), 1, "{messages:#?}");
+    let detail = &messages[0]["detail"];
+    assert_eq!((&detail["repository-name"], &detail["outcome"]), (&json!("sample/app"), &json!("indexed")));
+    assert_eq!((&detail["image-digest"], &detail["soci-tag"]), (&json!(sample.digest), &json!("v1-soci")));
+
+    // EventBridge unreachable, another suffix (so: indexed again).
+    let mut api = RuntimeApi::start().await;
+    let closed = aws::closed_port();
+    let (answers, printed) =
+        serve_events(&mut api, &vars(closed, "-lazy"), &[("req-2", sample.event())]).await;
+    let Answer::Response { body, .. } = &answers[0] else { panic!("{answers:?}\n{printed}") };
+    assert_eq!(body["outcome"], "indexed", "{body}\n{printed}");
+    assert_eq!(body["completion_event_failed"], true, "{body}");
+    assert!(sample.client.get_manifest(&sample.repository, "v1-lazy").await.is_ok());
+    let lines: Vec<Value> = printed.lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+    let warning = lines
+        .iter()
+        .find(|l| l["message"] == "the completion event could not be put on the event bus")
+        .unwrap_or_else(|| panic!("no warning:\n{printed}"));
+    assert_eq!((&warning["level"], &warning["bus"]), (&json!("WARN"), &json!("default")), "{warning}");
+    assert!(
+        warning["error"].as_str().unwrap_or_default().contains("PutEvents on event bus default"),
+        "{warning}"
+    );
+    let emf = lines.iter().find(|l| l.get("_aws").is_some()).unwrap();
+    assert_eq!((&emf["CompletionEventsFailed"], &emf["Indexed"]), (&json!(1), &json!(1)), "{emf}");
+    assert!(queue.take().await.is_empty());
 }

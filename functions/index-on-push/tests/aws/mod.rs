@@ -1,0 +1,80 @@
+//! The AWS side of the end-to-end tests, all in moto's server: the SDK pointed at it and an EventBridge
+//! rule that delivers what it matches to an SQS queue.
+// Shared by two test binaries, each using part of it.
+#![allow(dead_code)]
+
+use aws_config::SdkConfig;
+use aws_sdk_sqs::types::QueueAttributeName;
+use index_on_push::wiring;
+use serde_json::Value;
+
+/// The SDK configuration `main.rs` builds, with every service at `endpoint` (as `AWS_ENDPOINT_URL`
+/// does) and test credentials.
+pub async fn sdk(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(wiring::http_client())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_ecr::config::Credentials::new("testing", "testing", None, None, "test"))
+        .load()
+        .await
+}
+
+/// An SQS queue that an EventBridge rule on the default bus fills with the events it matches.
+pub struct Queue {
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl Queue {
+    /// The queue `name` and the rule `name` with `pattern`, targeting it.
+    pub async fn for_rule(sdk: &SdkConfig, name: &str, pattern: &Value) -> Queue {
+        let sqs = aws_sdk_sqs::Client::new(sdk);
+        let created = sqs.create_queue().queue_name(name).send().await.unwrap();
+        let url = created.queue_url().unwrap().to_owned();
+        let attributes = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap();
+        let arn = attributes.attributes().unwrap()[&QueueAttributeName::QueueArn].clone();
+        let events = aws_sdk_eventbridge::Client::new(sdk);
+        events.put_rule().name(name).event_pattern(pattern.to_string()).send().await.unwrap();
+        let target = aws_sdk_eventbridge::types::Target::builder().id("queue").arn(arn).build().unwrap();
+        let put = events.put_targets().rule(name).targets(target).send().await.unwrap();
+        assert_eq!(put.failed_entry_count(), 0, "{put:?}");
+        Queue { sqs, url }
+    }
+
+    /// The messages that arrived since the last call (deleted from the queue), their bodies parsed.
+    pub async fn take(&self) -> Vec<Value> {
+        let mut all = Vec::new();
+        loop {
+            let received = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(0)
+                .send()
+                .await
+                .unwrap();
+            if received.messages().is_empty() {
+                return all;
+            }
+            for message in received.messages() {
+                all.push(serde_json::from_str(message.body().unwrap()).unwrap());
+                let handle = message.receipt_handle().unwrap();
+                self.sqs.delete_message().queue_url(&self.url).receipt_handle(handle).send().await.unwrap();
+            }
+        }
+    }
+}
+
+/// A loopback address nothing listens on.
+pub fn closed_port() -> String {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    format!("http://{addr}")
+}

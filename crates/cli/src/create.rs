@@ -39,6 +39,13 @@ pub struct Args {
     /// Build every zTOC, remembering none.
     #[arg(long)]
     no_ztoc_cache: bool,
+    /// A layer whose zTOC would grow past this (e.g. 128MiB) is left out with a warning and the rest of
+    /// the image indexed: it bounds the memory a gzip bomb or a layer of millions of files can take.
+    #[arg(long, value_name = "BYTES", default_value_t = index::DEFAULT_MAX_ZTOC_SIZE, value_parser = app::settings::parse_min_layer_size)]
+    max_ztoc_size: u64,
+    /// Give up after this long (`90s`, `10m`, plain seconds); nothing becomes visible after it.
+    #[arg(long, value_name = "DURATION", value_parser = app::settings::parse_duration)]
+    timeout: Option<std::time::Duration>,
     /// Print one JSON object on stdout: the summary, or `{"error": ...}` on failure.
     #[arg(long)]
     json: bool,
@@ -68,6 +75,7 @@ async fn run_async(args: &Args) -> Result<()> {
         concurrency: args.concurrency.unwrap_or_else(index::default_concurrency),
         force: args.force,
         ztoc_cache: ztoc_cache(args),
+        max_ztoc_size: args.max_ztoc_size,
         ..args.index.options()
     };
     let observer: Arc<dyn Observer> = if std::io::stderr().is_terminal() && !args.json {
@@ -75,14 +83,20 @@ async fn run_async(args: &Args) -> Result<()> {
     } else {
         Arc::new(Lines)
     };
-    let result = index::create(
-        Arc::new(connected.registry),
-        reference.manifest_reference(),
-        reference.tag(),
-        &options,
-        observer,
-    )
-    .await;
+    let registry = Arc::new(connected.registry);
+    let work = index::create(registry, reference.manifest_reference(), reference.tag(), &options, observer);
+    let result = match args.timeout {
+        Some(limit) => match tokio::time::timeout(limit, work).await {
+            Ok(result) => result,
+            Err(_) => anyhow::bail!(
+                "cannot index {}: not done within --timeout {}s; nothing was tagged (zTOC blobs pushed so \
+                 far are unreferenced)",
+                args.reference,
+                limit.as_secs_f64()
+            ),
+        },
+        None => work.await,
+    };
     let mut report = match result {
         Ok(report) => report,
         Err(e) => {

@@ -27,6 +27,25 @@ const FEED_SIZE: usize = 256 * 1024;
 /// Pieces in flight between the network and the builder: memory stays bounded.
 const PIECES_IN_FLIGHT: usize = 4;
 
+/// How to build one layer's zTOC.
+#[derive(Clone, Debug)]
+struct LayerBuild {
+    ztoc: ztoc::BuildOptions,
+    /// Stop (and leave the layer out) when the zTOC would grow past this.
+    max_ztoc_size: u64,
+}
+
+/// A layer that got no zTOC because of what it holds.
+enum LeftOut {
+    /// The content cannot be represented in a zTOC.
+    Unsupported(ztoc::tar::TarError),
+    /// The zTOC would exceed the limit.
+    TooLarge {
+        /// The limit.
+        limit: u64,
+    },
+}
+
 /// One layer's result: its report, and its zTOC when one was pushed.
 #[derive(Clone, Debug)]
 pub struct BuiltLayer {
@@ -59,10 +78,13 @@ pub async fn build_ztocs<R: Registry>(
         }
         let registry = registry.clone();
         let observer = observer.clone();
-        let build_options = ztoc::BuildOptions {
-            span_size: options.span_size,
-            build_tool_identifier: options.build_tool_identifier.clone(),
-            format: None,
+        let build_options = LayerBuild {
+            ztoc: ztoc::BuildOptions {
+                span_size: options.span_size,
+                build_tool_identifier: options.build_tool_identifier.clone(),
+                format: None,
+            },
+            max_ztoc_size: options.max_ztoc_size,
         };
         let digest = layer.digest.clone();
         let cache = options.ztoc_cache.clone();
@@ -89,14 +111,14 @@ async fn reuse_or_build<R: Registry>(
     registry: &R,
     cache: Option<&dyn ZtocCache>,
     layer: &Descriptor,
-    build_options: ztoc::BuildOptions,
+    build_options: LayerBuild,
     observer: &dyn Observer,
 ) -> Result<BuiltLayer, Error> {
     let Some(cache) = cache else { return build_layer(registry, layer, build_options, observer).await };
     let key = CacheKey {
         layer_digest: layer.digest.clone(),
-        span_size: build_options.span_size,
-        build_tool_identifier: build_options.build_tool_identifier.clone(),
+        span_size: build_options.ztoc.span_size,
+        build_tool_identifier: build_options.ztoc.build_tool_identifier.clone(),
     };
     if let Some(reused) = reuse::reuse(registry, cache, &key, layer).await {
         return Ok(reused);
@@ -174,11 +196,11 @@ fn panic_message(error: task::JoinError) -> String {
 async fn build_layer<R: Registry>(
     registry: &R,
     layer: &Descriptor,
-    build_options: ztoc::BuildOptions,
+    build_options: LayerBuild,
     observer: &dyn Observer,
 ) -> Result<BuiltLayer, Error> {
     let started = Instant::now();
-    let span_size = build_options.span_size;
+    let span_size = build_options.ztoc.span_size;
     let layer_error = |source| Error::Layer { digest: layer.digest.clone(), source };
     observer.layer_started(&layer.digest, layer_size(layer));
     let report = |result| LayerReport {
@@ -187,19 +209,22 @@ async fn build_layer<R: Registry>(
         size: layer_size(layer),
         result,
     };
-    let (ztoc, bytes) = match stream_into_builder(registry, layer, build_options, observer).await {
-        Ok(built) => built,
-        Err(LayerError::Build(ztoc::Error::Tar(
-            e @ (ztoc::tar::TarError::UnsupportedEntry { .. } | ztoc::tar::TarError::SparseEntry { .. }),
-        ))) => {
-            tracing::warn!(layer = %layer.digest, error = %e, "layer left out of the SOCI index");
-            return Ok(BuiltLayer {
-                report: report(LayerResult::Unsupported { reason: e.to_string() }),
-                ztoc: None,
-            });
+    let built = match stream_into_builder(registry, layer, build_options, observer).await {
+        Ok(Ok(built)) => built,
+        Ok(Err(left_out)) => {
+            let reason = match left_out {
+                LeftOut::Unsupported(e) => e.to_string(),
+                LeftOut::TooLarge { limit } => format!(
+                    "its zTOC would be larger than {limit} bytes (the --max-ztoc-size limit): a gzip bomb, \
+                     or a layer too big for this memory"
+                ),
+            };
+            tracing::warn!(layer = %layer.digest, %reason, "layer left out of the SOCI index");
+            return Ok(BuiltLayer { report: report(LayerResult::Unsupported { reason }), ztoc: None });
         }
         Err(e) => return Err(layer_error(e)),
     };
+    let Encoded { bytes, entries, spans } = built;
     let digest = ztoc::sha256_digest(&bytes);
     let ztoc_size = bytes.len() as u64;
     registry
@@ -216,30 +241,55 @@ async fn build_layer<R: Registry>(
     let result = LayerResult::Indexed {
         ztoc_digest: digest,
         ztoc_size,
-        entries: ztoc.toc.metadata.len(),
-        spans: ztoc.compression_info.zinfo.span_count(),
+        entries,
+        spans,
         duration_ms: started.elapsed().as_millis() as u64,
     };
     Ok(BuiltLayer { report: report(result), ztoc: Some(entry) })
 }
 
-/// Feeds the verified blob to a builder thread; returns the zTOC and its encoded bytes.
+/// The builder thread: feeds the pieces as they come, stops early past the size limit, encodes.
+fn build_blocking(
+    receiver: &mut mpsc::Receiver<Bytes>,
+    build_options: LayerBuild,
+) -> Result<Result<Encoded, LeftOut>, ztoc::Error> {
+    let mut builder = ztoc::ZtocBuilder::new(build_options.ztoc)?;
+    while let Some(piece) = receiver.blocking_recv() {
+        builder.feed(&piece)?;
+        if builder.estimated_size() > build_options.max_ztoc_size {
+            return Ok(Err(LeftOut::TooLarge { limit: build_options.max_ztoc_size }));
+        }
+    }
+    let built = builder.finish()?;
+    let (entries, spans) = (built.toc.metadata.len(), built.compression_info.zinfo.span_count());
+    let bytes = ztoc::codec::encode(&built);
+    drop(built);
+    Ok(Ok(Encoded { bytes, entries, spans }))
+}
+
+/// A zTOC encoded for pushing; the model it came from is already dropped (one copy in memory).
+struct Encoded {
+    bytes: Vec<u8>,
+    entries: usize,
+    spans: usize,
+}
+
+/// Feeds the verified blob to a builder thread; returns the encoded zTOC, or why the layer is left out.
 async fn stream_into_builder<R: Registry>(
     registry: &R,
     layer: &Descriptor,
-    build_options: ztoc::BuildOptions,
+    build_options: LayerBuild,
     observer: &dyn Observer,
-) -> Result<(ztoc::Ztoc, Vec<u8>), LayerError> {
+) -> Result<Result<Encoded, LeftOut>, LayerError> {
     let mut stream = registry.get_blob(layer).await.map_err(LayerError::Download)?;
     let (sender, mut receiver) = mpsc::channel::<Bytes>(PIECES_IN_FLIGHT);
-    let builder = task::spawn_blocking(move || -> Result<(ztoc::Ztoc, Vec<u8>), ztoc::Error> {
-        let mut builder = ztoc::ZtocBuilder::new(build_options)?;
-        while let Some(piece) = receiver.blocking_recv() {
-            builder.feed(&piece)?;
+    let builder = task::spawn_blocking(move || -> Result<Result<Encoded, LeftOut>, ztoc::Error> {
+        match build_blocking(&mut receiver, build_options) {
+            Err(ztoc::Error::Tar(
+                e @ (ztoc::tar::TarError::UnsupportedEntry { .. } | ztoc::tar::TarError::SparseEntry { .. }),
+            )) => Ok(Err(LeftOut::Unsupported(e))),
+            other => other,
         }
-        let built = builder.finish()?;
-        let bytes = ztoc::codec::encode(&built);
-        Ok((built, bytes))
     });
     let mut done = 0u64;
     let mut stream_error = None;

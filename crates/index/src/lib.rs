@@ -42,7 +42,8 @@ pub use cache::{CacheKey, CachedZtoc, ReuseKind, ZtocCache};
 pub use create::create;
 pub use error::{chain, Error, LayerError};
 pub use options::{
-    default_concurrency, Binding, CreateOptions, DEFAULT_MIN_LAYER_SIZE, DEFAULT_TAG_SUFFIX, MAX_CONCURRENCY,
+    default_concurrency, Binding, CreateOptions, DEFAULT_MAX_ZTOC_SIZE, DEFAULT_MIN_LAYER_SIZE,
+    DEFAULT_TAG_SUFFIX, MAX_CONCURRENCY,
 };
 pub use registry::{
     BlobStream, FetchedManifest, Location, PushedManifest, Registry, SourceError, SourceErrorKind,

@@ -11,6 +11,9 @@ use crate::soci::IndexVersion;
 pub const DEFAULT_MIN_LAYER_SIZE: u64 = 10 << 20;
 /// The default suffix of the v2 tag.
 pub const DEFAULT_TAG_SUFFIX: &str = "-soci";
+/// The largest zTOC built by default: a layer whose zTOC would be larger (a gzip bomb, millions of tiny
+/// files) is left out. Two layers at once, each briefly held twice while encoded, fit a 1024 MB Lambda.
+pub const DEFAULT_MAX_ZTOC_SIZE: u64 = 128 << 20;
 /// The longest tag the distribution spec allows.
 pub const MAX_TAG_LENGTH: usize = 128;
 /// The most layers built at once that any caller may ask for.
@@ -35,6 +38,8 @@ pub struct CreateOptions {
     pub concurrency: usize,
     /// Rebuild even if the image is already indexed.
     pub force: bool,
+    /// A layer whose zTOC would grow past this many bytes is left out (unsupported), the rest indexed.
+    pub max_ztoc_size: u64,
     /// Where zTOCs were pushed before, to reuse them (`None`: always build).
     pub ztoc_cache: Option<Arc<dyn ZtocCache>>,
 }
@@ -51,6 +56,7 @@ impl CreateOptions {
             build_tool_identifier: build_tool_identifier.into(),
             concurrency: default_concurrency(),
             force: false,
+            max_ztoc_size: DEFAULT_MAX_ZTOC_SIZE,
             ztoc_cache: None,
         }
     }

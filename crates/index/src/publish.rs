@@ -20,6 +20,9 @@ use crate::soci::{self, ZtocEntry};
 
 /// Attempts at merging an entry into a v1 fallback index that other writers update too.
 const FALLBACK_ATTEMPTS: usize = 5;
+/// How long after writing the fallback tag it is read back: a concurrent writer that read the old
+/// content overwrites within this window, and the read-back catches it.
+const FALLBACK_SETTLE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What was made visible.
 #[derive(Clone, Debug, Default)]
@@ -135,8 +138,10 @@ pub async fn fallback_referrers<R: Registry>(registry: &R, digest: &str) -> Resu
 }
 
 /// Adds the SOCI index to the `sha256-<hex>` referrers index of its subject, as oras-go does for
-/// registries without a referrers API. Another writer may update the same tag at once (a read, modify,
-/// write without a check): read it back and merge again until it holds our entry.
+/// registries without a referrers API. Another writer may update the same tag at once (registries have
+/// no conditional write): after writing, wait a moment, read it back, and merge again until it holds
+/// our entry. A writer slower than the pause between its read and its write can still win; the README
+/// says so.
 async fn update_referrers_fallback<R: Registry>(
     registry: &R,
     subject: &Descriptor,
@@ -172,6 +177,7 @@ async fn update_referrers_fallback<R: Registry>(
             // The previous referrers index is now unreferenced; removing it is best effort.
             let _ = registry.delete_manifest(&old).await;
         }
+        tokio::time::sleep(FALLBACK_SETTLE).await;
     }
     Err(Error::FallbackContended { tag, attempts: FALLBACK_ATTEMPTS })
 }

@@ -72,6 +72,8 @@ pub struct State {
     mode: Mutex<Mode>,
     referrers_api: bool,
     deletes: bool,
+    /// Reads of one reference held until this many have arrived (to force a race).
+    gate: Mutex<Option<(String, Arc<tokio::sync::Barrier>, usize)>>,
 }
 
 fn error(kind: SourceErrorKind, message: &str) -> SourceError {
@@ -158,6 +160,29 @@ impl State {
             self.tags.lock().unwrap().insert(tag.into(), digest.clone());
         }
         digest
+    }
+
+    /// Holds the first `parties` reads of `reference` until all of them arrived: concurrent writers then
+    /// all read the same old content, as in the worst interleaving of a read-modify-write.
+    pub fn gate_reads(&self, reference: &str, parties: usize) {
+        *self.gate.lock().unwrap() =
+            Some((reference.into(), Arc::new(tokio::sync::Barrier::new(parties)), parties));
+    }
+
+    async fn pass_gate(&self, reference: &str) {
+        let barrier = {
+            let mut gate = self.gate.lock().unwrap();
+            match gate.as_mut() {
+                Some((gated, barrier, left)) if gated == reference && *left > 0 => {
+                    *left -= 1;
+                    Some(barrier.clone())
+                }
+                _ => None,
+            }
+        };
+        if let Some(barrier) = barrier {
+            barrier.wait().await;
+        }
     }
 
     /// Removes a tag (the manifest stays).
@@ -264,7 +289,10 @@ impl Registry for MemoryRegistry {
 
     async fn get_manifest(&self, reference: &str) -> Result<Option<FetchedManifest>, SourceError> {
         self.enter().await?;
-        Ok(self.manifest(reference).map(|(media_type, bytes)| FetchedManifest {
+        // Read first, then wait: gated readers all see what was there before any of them writes.
+        let found = self.manifest(reference);
+        self.pass_gate(reference).await;
+        Ok(found.map(|(media_type, bytes)| FetchedManifest {
             media_type,
             digest: ztoc::sha256_digest(&bytes),
             bytes,

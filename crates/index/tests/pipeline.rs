@@ -492,3 +492,87 @@ fn image_with_seed(seed: u64) -> TestImage {
         false,
     )
 }
+
+#[tokio::test]
+async fn a_layer_whose_ztoc_would_pass_the_limit_is_left_out_and_the_rest_indexed() {
+    // 48 MiB of zeros: a blob of ~50 KiB whose zTOC, with 16 KiB spans, holds a dozen 32 KiB windows.
+    let mut header = [0u8; 512];
+    header[..5].copy_from_slice(b"zeros");
+    header[100..107].copy_from_slice(b"0000644");
+    header[124..135].copy_from_slice(format!("{:011o}", 48u64 << 20).as_bytes());
+    header[156] = b'0';
+    header[257..263].copy_from_slice(b"ustar\0");
+    header[263..265].copy_from_slice(b"00");
+    header[148..156].copy_from_slice(b"        ");
+    let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
+    header[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    let mut tar = header.to_vec();
+    tar.resize(512 + (48 << 20) + 1024, 0);
+    let blob = testkit::gzip(&tar, &testkit::GzipOptions::default());
+    let bomb = TestLayer::from_parts(media::OCI_LAYER_GZIP, blob, &tar, Vec::new());
+    let good = TestLayer::gzip(6, &small(), 6, false);
+    let image =
+        image(Style::Oci, vec![("linux/amd64".into(), vec![bomb.clone(), good.clone()])], false, false);
+    let registry = Arc::new(loaded(&image, "app"));
+    let limited = CreateOptions { max_ztoc_size: 256 << 10, ..options(IndexVersion::V2) };
+    let report =
+        index::create(registry.clone(), "app", Some("app"), &limited, Arc::new(index::Silent)).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Created);
+    let bomb_report = report.layers.iter().find(|l| l.digest == bomb.digest).unwrap();
+    assert!(
+        matches!(&bomb_report.result, LayerResult::Unsupported { reason } if reason.contains("larger than 262144 bytes")),
+        "{bomb_report:?}"
+    );
+    assert!(report
+        .layers
+        .iter()
+        .any(|l| l.digest == good.digest && matches!(l.result, LayerResult::Indexed { .. })));
+
+    // Without the limit, the same layer is indexed: the limit alone left it out.
+    let fresh = Arc::new(loaded(&image, "app"));
+    let unlimited =
+        index::create(fresh, "app", Some("app"), &options(IndexVersion::V2), Arc::new(index::Silent))
+            .await
+            .unwrap();
+    let ztoc_size = unlimited
+        .layers
+        .iter()
+        .find_map(|l| match &l.result {
+            LayerResult::Indexed { ztoc_size, .. } if l.digest == bomb.digest => Some(*ztoc_size),
+            _ => None,
+        })
+        .expect("indexed without the limit");
+    assert!(ztoc_size > 256 << 10, "{ztoc_size}");
+}
+
+/// Two v1 runs with different settings read the fallback tag at the same time, then both write it: the
+/// tag must end up listing both SOCI indexes (each writer reads back and merges again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_v1_runs_both_end_up_in_the_fallback_tag() {
+    let tiny = LayerConfig { entries: 30, max_file_size: 64 * 1024, pax_percent: 0 };
+    let image = image(
+        Style::Oci,
+        vec![("linux/amd64".into(), vec![TestLayer::gzip(40, &tiny, 6, false)])],
+        false,
+        false,
+    );
+    let registry = Arc::new(loaded(&image, "app"));
+    let fallback = image.root.0.replacen(':', "-", 1);
+    // Forced (no already-indexed check), the first read of the fallback tag by each run is its update's.
+    registry.gate_reads(&fallback, 2);
+    let first = CreateOptions { span_size: 16 * 1024, force: true, ..options(IndexVersion::V1) };
+    let second = CreateOptions { span_size: 32 * 1024, force: true, ..options(IndexVersion::V1) };
+    let (a, b) = tokio::join!(
+        index::create(registry.clone(), "app", Some("app"), &first, Arc::new(index::Silent)),
+        index::create(registry.clone(), "app", Some("app"), &second, Arc::new(index::Silent)),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let (_, bytes) = registry.manifest(&fallback).expect("fallback tag");
+    let referrers: Index = serde_json::from_slice(&bytes).unwrap();
+    let listed: Vec<&str> = referrers.manifests().iter().map(|d| d.digest.as_str()).collect();
+    for report in [&a, &b] {
+        let soci = report.platforms[0].soci_index_digest.as_deref().unwrap();
+        assert!(listed.contains(&soci), "{soci} missing from {listed:?}");
+    }
+    assert_eq!(listed.len(), 2);
+}

@@ -100,6 +100,9 @@ impl TarSpans {
     }
 }
 
+/// A tar entry's encoded size in a zTOC, typically (a table, its name, and offsets).
+const ENTRY_SIZE_ESTIMATE: u64 = 160;
+
 /// Builds a zTOC from layer bytes pushed in pieces of any size.
 pub struct ZtocBuilder {
     options: BuildOptions,
@@ -141,6 +144,17 @@ impl ZtocBuilder {
     /// Compressed bytes fed so far.
     pub fn bytes_fed(&self) -> u64 {
         self.fed
+    }
+
+    /// About how many bytes the zTOC would take if the layer ended now: checkpoints, span digests and
+    /// entries (each counted at a typical encoded size). It only grows; callers bound it to refuse layers
+    /// whose zTOC would not fit in memory (gzip bombs, millions of tiny files).
+    pub fn estimated_size(&self) -> u64 {
+        let checkpoints = match &self.pass {
+            Pass::Gzip(inflater) => inflater.ztoc_bytes(),
+            Pass::Detecting(_) | Pass::Tar(_) => 0,
+        };
+        checkpoints + self.walker.entry_count() as u64 * ENTRY_SIZE_ESTIMATE
     }
 
     /// Feeds the next bytes of the layer blob.

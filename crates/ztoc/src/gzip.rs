@@ -80,6 +80,9 @@ pub(crate) struct CheckpointingInflater {
     boundary_bits: Option<u8>,
 }
 
+/// A span digest as stored: `sha256:` and 64 hex digits, a length and a NUL.
+const SPAN_DIGEST_SIZE: usize = 80;
+
 /// How to rebuild the stream as it was before an inflate call, should the call fail with a lost message
 /// (see `Inflater::replay`): cheaply at a member start or a block boundary, by a copy elsewhere.
 enum CallStart {
@@ -119,6 +122,11 @@ impl CheckpointingInflater {
             member_start_in: 0,
             boundary_bits: None,
         })
+    }
+
+    /// Bytes the zTOC holds for this layer so far: checkpoint windows and span digests.
+    pub(crate) fn ztoc_bytes(&self) -> u64 {
+        (self.zinfo.as_blob().len() + self.span_digests.len() * SPAN_DIGEST_SIZE) as u64
     }
 
     /// Feeds the next compressed bytes; each piece of uncompressed output goes to `on_output`.

@@ -356,6 +356,11 @@ impl TarWalker {
         Ok(())
     }
 
+    /// Entries read so far.
+    pub fn entry_count(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Whether Go's `Next()` has returned `io.EOF` (end of archive seen): further bytes are ignored.
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Done)

@@ -362,3 +362,19 @@ async fn an_artifact_that_is_not_an_image_is_refused() {
     let (ok, _, stderr) = create(&registry.host(), "app:chart", &[]);
     assert!(!ok && stderr.contains("not an image"), "{stderr}");
 }
+
+/// A registry that accepts connections and never answers: `--timeout` ends the run, named.
+#[test]
+fn create_gives_up_at_its_timeout_against_a_registry_that_never_answers() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = silent.local_addr().unwrap().to_string();
+    let started = std::time::Instant::now();
+    let output =
+        cli().args(["create", &format!("{host}/app:1"), "--plain-http", "--timeout", "2s"]).output().unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not done within --timeout 2s"), "{stderr}");
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    drop(silent);
+}

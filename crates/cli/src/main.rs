@@ -151,6 +151,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: a CI log or a file gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let done = |result: anyhow::Result<()>| result.map(|()| ExitCode::SUCCESS);
     let result = match cli.command {
@@ -166,7 +168,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            let causes: Vec<&(dyn std::error::Error + 'static)> = err.chain().collect();
+            eprintln!("error: {}", index::chain_of(&causes));
             ExitCode::FAILURE
         }
     }

@@ -200,16 +200,27 @@ pub(crate) fn registry_error(action: impl Into<String>) -> impl FnOnce(SourceErr
 
 /// An error and its causes on one line, `outer: inner: innermost`.
 pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
+    let mut causes = vec![error];
+    while let Some(cause) = causes.last().and_then(|e| e.source()) {
+        causes.push(cause);
+    }
+    chain_of(&causes)
+}
+
+/// Messages joined with `: `, each once: many errors repeat their cause's message in their own (a
+/// client error that names its request, then the transport error it wraps), and a cause already said
+/// is not said again.
+pub fn chain_of(causes: &[&(dyn std::error::Error + 'static)]) -> String {
+    let mut text = String::new();
+    for cause in causes {
         let message = cause.to_string();
-        // Some errors repeat their cause in their own message: print it once.
-        if !text.ends_with(&message) {
-            text.push_str(": ");
-            text.push_str(&message);
+        if message.is_empty() || text.contains(&message) {
+            continue;
         }
-        source = cause.source();
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
     }
     text
 }

@@ -151,3 +151,27 @@ fn missing_entry_and_non_ztoc_are_named() {
         &["cannot open layer"],
     );
 }
+
+/// Logs asked for with SOCI_INDEXER_LOG are plain text when stderr is not a terminal, and the error
+/// names each cause once.
+#[test]
+fn logs_are_plain_and_errors_say_each_cause_once() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let output = super::cli()
+        .env("SOCI_INDEXER_LOG", "debug")
+        .args(["create", &format!("{host}/app:1"), "--plain-http"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("DEBUG"), "debug logs were asked for: {stderr}");
+    assert!(!stderr.contains('\u{1b}'), "no colour codes in a pipe: {stderr:?}");
+    let error = stderr.lines().find(|l| l.starts_with("error: ")).expect("an error line");
+    let parts: Vec<&str> = error.split(": ").collect();
+    for (i, part) in parts.iter().enumerate() {
+        assert!(!parts[i + 1..].contains(part), "{part:?} said twice in {error}");
+    }
+    assert!(error.contains("Connection refused"), "{error}");
+}

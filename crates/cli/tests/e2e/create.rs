@@ -378,3 +378,36 @@ fn create_gives_up_at_its_timeout_against_a_registry_that_never_answers() {
     assert!(took < std::time::Duration::from_secs(10), "{took:?}");
     drop(silent);
 }
+
+/// An image whose only eligible layer cannot be indexed says so, layer by layer, and pushes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_whose_only_layer_is_unsupported_says_why() {
+    let registry = LocalRegistry::start().await.unwrap();
+    // A tar whose first entry is a PAX global header ('g'), which soci cannot index.
+    let mut header = [0u8; 512];
+    header[..17].copy_from_slice(b"pax_global_header");
+    header[100..107].copy_from_slice(b"0000644");
+    header[124..135].copy_from_slice(b"00000000000");
+    header[156] = b'g';
+    header[257..263].copy_from_slice(b"ustar\0");
+    header[263..265].copy_from_slice(b"00");
+    header[148..156].copy_from_slice(b"        ");
+    let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
+    header[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    let mut tar = header.to_vec();
+    tar.extend(testkit::generate_layer(5, &layer_config()).tar);
+    let blob = testkit::gzip(&tar, &testkit::GzipOptions::default());
+    let layer = TestLayer::from_parts(media::OCI_LAYER_GZIP, blob, &tar, Vec::new());
+    let image = image(Style::Oci, vec![("linux/amd64".into(), vec![layer.clone()])], false, false);
+    let repo = Repository::new(registry.host(), "odd").unwrap();
+    push_image(&client(false), &repo, &image, "1").await;
+    let output = cli()
+        .args(["create", &format!("{}/odd:1", registry.host()), "--plain-http", "--min-layer-size", "1000"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("no layer got a zTOC") && stderr.contains("pax_global_header"), "{stderr}");
+    assert!(!stderr.contains("no layer is at least"), "{stderr}");
+    assert!(client(false).get_manifest(&repo, "1-soci").await.unwrap_err().is_not_found());
+}

@@ -112,18 +112,16 @@ impl Config {
         })
     }
 
-    /// What `index::create` is asked to make.
+    /// What `index::create` is asked to make: the engine's defaults for what no setting names (every
+    /// platform, no rebuild, the zTOC size limit), no zTOC cache (the handler adds it).
     pub fn create_options(&self) -> CreateOptions {
         CreateOptions {
             index_version: self.index_version,
             min_layer_size: self.min_layer_size,
             span_size: self.span_size,
-            platforms: Vec::new(),
             tag_suffix: self.tag_suffix.clone(),
-            build_tool_identifier: self.build_tool_identifier.clone(),
             concurrency: self.concurrency,
-            force: false,
-            ztoc_cache: None,
+            ..CreateOptions::new(self.build_tool_identifier.clone())
         }
     }
 }

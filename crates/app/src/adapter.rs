@@ -38,6 +38,7 @@ pub fn source_error(error: registry::Error) -> SourceError {
         registry::Error::NotFound { .. } => SourceErrorKind::NotFound,
         registry::Error::Unauthorized { .. } => SourceErrorKind::Unauthorized,
         registry::Error::Denied { .. } => SourceErrorKind::Denied,
+        registry::Error::TagImmutable { .. } => SourceErrorKind::TagImmutable,
         registry::Error::DigestMismatch { .. } | registry::Error::SizeMismatch { .. } => {
             SourceErrorKind::Corrupt
         }

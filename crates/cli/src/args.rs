@@ -113,6 +113,10 @@ pub fn hint(error: &index::Error) -> Option<&'static str> {
         index::SourceErrorKind::Denied => {
             Some("the credentials lack the permission (pull needs read, push write access)")
         }
+        index::SourceErrorKind::TagImmutable => Some(
+            "the repository's tags are immutable, so a stale <tag><suffix> cannot be replaced: delete it \
+             (`soci-indexer prune` removes it once its image is gone) and index again",
+        ),
         _ => None,
     }
 }

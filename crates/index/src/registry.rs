@@ -44,6 +44,8 @@ pub enum SourceErrorKind {
     Denied,
     /// Content did not match its digest or size.
     Corrupt,
+    /// The tag exists and the repository does not let tags move (immutable tags).
+    TagImmutable,
     /// Anything else (network, server errors after retries, protocol errors).
     Other,
 }

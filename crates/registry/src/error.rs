@@ -61,6 +61,16 @@ pub enum Error {
         credentials_sent: bool,
     },
 
+    /// The tag exists and the repository does not let tags move (ECR's IMMUTABLE tag setting answers
+    /// `400 TAG_INVALID` "... cannot be overwritten because the repository is immutable").
+    #[error("{reference}: the tag exists and cannot be overwritten: the repository's tags are immutable{}", fmt_detail(detail))]
+    TagImmutable {
+        /// `registry/repository:tag`.
+        reference: String,
+        /// The registry's explanation (an excerpt of its error body).
+        detail: String,
+    },
+
     /// The registry authenticated us but refused the operation (403, or 401 `insufficient_scope`).
     #[error(
         "{registry}: access to {repository} denied{}: the credentials lack the permission for this \

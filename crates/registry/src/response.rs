@@ -45,6 +45,9 @@ impl Sent {
                 Error::Denied { registry, repository: repo.name().to_owned(), detail: body }
             }
             404 if from_registry => not_found(repo, what, reference, &body),
+            400 if from_registry && body.contains("TAG_INVALID") && body.contains("immutable") => {
+                Error::TagImmutable { reference: format!("{repo}:{reference}"), detail: body }
+            }
             _ => Error::Http {
                 method,
                 url,

@@ -10,7 +10,7 @@ use index::media;
 use index::oci::{Index, Manifest};
 use registry::{Client, ClientConfig, Credentials, Repository, RetryPolicy, StaticCredentials};
 use testkit::image::{image, Style, TestImage, TestLayer};
-use testkit::proxy::{FaultPlan, FaultProxy, RedirectProxy, ReferrersProxy};
+use testkit::proxy::{Fault, FaultPlan, FaultProxy, RedirectProxy, ReferrersProxy, RequestFilter};
 use testkit::registry::LocalRegistry;
 use testkit::LayerConfig;
 
@@ -410,4 +410,47 @@ async fn an_image_whose_only_layer_is_unsupported_says_why() {
     assert!(stderr.contains("no layer got a zTOC") && stderr.contains("pax_global_header"), "{stderr}");
     assert!(!stderr.contains("no layer is at least"), "{stderr}");
     assert!(client(false).get_manifest(&repo, "1-soci").await.unwrap_err().is_not_found());
+}
+
+/// ECR with IMMUTABLE tags refuses to move an existing tag: re-indexing a re-pointed tag whose stale
+/// `-soci` tag exists fails by name, with the way out, and nothing moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_soci_tag_in_an_immutable_repository_fails_by_name() {
+    let registry = LocalRegistry::start().await.unwrap();
+    let repo = Repository::new(registry.host(), "locked").unwrap();
+    let small = LayerConfig { entries: 20, max_file_size: 64 * 1024, pax_percent: 0 };
+    let first = image(
+        Style::Oci,
+        vec![("linux/amd64".into(), vec![TestLayer::gzip(31, &small, 6, false)])],
+        false,
+        false,
+    );
+    push_image(&client(false), &repo, &first, "1").await;
+    let reference = format!("{}/locked:1", registry.host());
+    let ok = cli().args(["create", &reference, "--plain-http", "--min-layer-size", "1000"]).output().unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let second = image(
+        Style::Oci,
+        vec![("linux/amd64".into(), vec![TestLayer::gzip(32, &small, 6, false)])],
+        false,
+        false,
+    );
+    push_image(&client(false), &repo, &second, "1").await;
+    let before = client(false).get_manifest(&repo, "1-soci").await.unwrap().digest;
+
+    // From now on, tag pushes are refused as ECR refuses them for an existing immutable tag.
+    fn tag_puts(method: &http::Method, path: &str) -> bool {
+        method == http::Method::PUT && path.contains("/manifests/") && !path.contains("sha256:")
+    }
+    let plan =
+        FaultPlan::new().fail_first(usize::MAX, Fault::ImmutableTag).only(RequestFilter::Custom(tag_puts));
+    let ecr = FaultProxy::start(registry.addr(), plan).await.unwrap();
+    let output = cli()
+        .args(["create", &format!("{}/locked:1", ecr.host()), "--plain-http", "--min-layer-size", "1000"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("immutable") && stderr.contains("prune"), "{stderr}");
+    assert_eq!(client(false).get_manifest(&repo, "1-soci").await.unwrap().digest, before, "nothing moved");
 }

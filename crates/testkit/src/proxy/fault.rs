@@ -32,6 +32,9 @@ pub enum Fault {
     /// `405 Method Not Allowed` with `UNSUPPORTED`, as distribution answers a DELETE when deletion is
     /// disabled in its configuration.
     Unsupported,
+    /// `400 Bad Request` with `TAG_INVALID`, as ECR answers a manifest PUT to an existing tag of a
+    /// repository whose tags are IMMUTABLE.
+    ImmutableTag,
 }
 
 /// Which requests a [`FaultPlan`]'s failures apply to.
@@ -248,6 +251,12 @@ fn fault_response(fault: Fault) -> Response<Body> {
         Fault::Unsupported => {
             registry_error(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", "The operation is unsupported.")
         }
+        Fault::ImmutableTag => registry_error(
+            StatusCode::BAD_REQUEST,
+            "TAG_INVALID",
+            "The image tag already exists in the repository and cannot be overwritten because the repository \
+             is immutable.",
+        ),
     }
 }
 

@@ -1,5 +1,9 @@
 //! sync, prune and create's clean-up against the in-memory registry (with deletes).
 
+mod support;
+
+use support::load;
+
 use std::sync::Arc;
 
 use index::prune::{prune, OrphanKind};
@@ -24,16 +28,6 @@ fn layer(seed: u64) -> TestLayer {
 
 fn one_layer(seed: u64) -> TestImage {
     image(Style::Oci, vec![("linux/amd64".into(), vec![layer(seed)])], false, false)
-}
-
-fn load(registry: &MemoryRegistry, image: &TestImage, tag: &str) {
-    for (digest, _, bytes) in &image.blobs {
-        registry.insert_blob(digest, bytes.clone());
-    }
-    for (_, media_type, bytes) in &image.manifests {
-        registry.insert_manifest(None, media_type, bytes.clone());
-    }
-    registry.insert_manifest(Some(tag), &image.root.1, image.root.2.clone());
 }
 
 async fn create(registry: &MemoryRegistry, tag: &str, version: IndexVersion) -> index::CreateReport {

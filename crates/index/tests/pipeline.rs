@@ -1,5 +1,9 @@
 //! The create pipeline against an in-memory registry: what is pushed, in which order, and what is not.
 
+mod support;
+
+use support::{load, loaded};
+
 use std::sync::Arc;
 
 use index::media;
@@ -9,24 +13,6 @@ use index::{CreateOptions, IndexVersion};
 use index::{LayerResult, Outcome};
 use testkit::image::{image, Style, TestImage, TestLayer};
 use testkit::LayerConfig;
-
-/// The in-memory registry holding `image` under `tag`.
-fn loaded(image: &TestImage, tag: &str) -> MemoryRegistry {
-    let registry = MemoryRegistry::new();
-    load(&registry, image, tag);
-    registry
-}
-
-fn load(registry: &MemoryRegistry, image: &TestImage, tag: &str) {
-    for (digest, _, bytes) in &image.blobs {
-        registry.insert_blob(digest, bytes.clone());
-    }
-    for (_, media_type, bytes) in &image.manifests {
-        registry.insert_manifest(None, media_type, bytes.clone());
-    }
-    let (_, media_type, bytes) = &image.root;
-    registry.insert_manifest(Some(tag), media_type, bytes.clone());
-}
 
 fn small() -> LayerConfig {
     LayerConfig { entries: 40, max_file_size: 64 * 1024, pax_percent: 10 }
@@ -251,16 +237,7 @@ async fn a_broken_layer_stream_fails_the_run_before_any_manifest_is_pushed() {
 #[tokio::test]
 async fn a_layer_soci_cannot_index_is_left_out_and_the_rest_indexed() {
     // A tar whose first entry is a PAX global header ('g').
-    let mut header = [0u8; 512];
-    header[..17].copy_from_slice(b"pax_global_header");
-    header[100..107].copy_from_slice(b"0000644");
-    header[124..135].copy_from_slice(b"00000000000");
-    header[156] = b'g';
-    header[257..263].copy_from_slice(b"ustar\0");
-    header[263..265].copy_from_slice(b"00");
-    header[148..156].copy_from_slice(b"        ");
-    let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
-    header[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    let header = testkit::tar_header("pax_global_header", 0, b'g');
     let mut tar = header.to_vec();
     tar.extend(testkit::generate_layer(5, &small()).tar);
     let blob = testkit::gzip(&tar, &testkit::GzipOptions::default());
@@ -496,16 +473,7 @@ fn image_with_seed(seed: u64) -> TestImage {
 #[tokio::test]
 async fn a_layer_whose_ztoc_would_pass_the_limit_is_left_out_and_the_rest_indexed() {
     // 48 MiB of zeros: a blob of ~50 KiB whose zTOC, with 16 KiB spans, holds a dozen 32 KiB windows.
-    let mut header = [0u8; 512];
-    header[..5].copy_from_slice(b"zeros");
-    header[100..107].copy_from_slice(b"0000644");
-    header[124..135].copy_from_slice(format!("{:011o}", 48u64 << 20).as_bytes());
-    header[156] = b'0';
-    header[257..263].copy_from_slice(b"ustar\0");
-    header[263..265].copy_from_slice(b"00");
-    header[148..156].copy_from_slice(b"        ");
-    let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
-    header[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    let header = testkit::tar_header("zeros", 48 << 20, b'0');
     let mut tar = header.to_vec();
     tar.resize(512 + (48 << 20) + 1024, 0);
     let blob = testkit::gzip(&tar, &testkit::GzipOptions::default());

@@ -1,6 +1,10 @@
 //! zTOC reuse through the cache, against the in-memory registry: every path gives the same index bytes
 //! as a build without a cache.
 
+mod support;
+
+use support::load;
+
 use std::sync::Arc;
 
 use index::testing::{MemoryCache, MemoryRegistry};
@@ -17,16 +21,6 @@ fn image_with(own_seed: u64) -> TestImage {
     let base = TestLayer::gzip(100, &layer_config(60), 6, false);
     let own = TestLayer::gzip(own_seed, &layer_config(20), 6, false);
     image(Style::Oci, vec![("linux/amd64".into(), vec![base, own])], false, false)
-}
-
-fn load(registry: &MemoryRegistry, image: &TestImage, tag: &str) {
-    for (digest, _, bytes) in &image.blobs {
-        registry.insert_blob(digest, bytes.clone());
-    }
-    for (_, media_type, bytes) in &image.manifests {
-        registry.insert_manifest(None, media_type, bytes.clone());
-    }
-    registry.insert_manifest(Some(tag), &image.root.1, image.root.2.clone());
 }
 
 fn options(cache: Option<Arc<MemoryCache>>) -> CreateOptions {

@@ -175,6 +175,23 @@ pub fn generate_layer(seed: u64, config: &LayerConfig) -> GeneratedLayer {
     GeneratedLayer { tar, files }
 }
 
+/// A ustar header block for an entry named `name` of `size` bytes and type `typeflag` (b'0' a file,
+/// b'g' a PAX global header, ...), with its checksum: for layers that need an entry the generator does
+/// not make (soci cannot index a PAX global header; a file of zeros makes a gzip bomb).
+pub fn tar_header(name: &str, size: u64, typeflag: u8) -> [u8; 512] {
+    let mut header = [0u8; 512];
+    header[..name.len()].copy_from_slice(name.as_bytes());
+    header[100..107].copy_from_slice(b"0000644");
+    header[124..135].copy_from_slice(format!("{size:011o}").as_bytes());
+    header[156] = typeflag;
+    header[257..263].copy_from_slice(b"ustar\0");
+    header[263..265].copy_from_slice(b"00");
+    header[148..156].copy_from_slice(b"        ");
+    let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
+    header[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    header
+}
+
 /// gzip options for [`gzip`].
 #[derive(Clone, Debug)]
 pub struct GzipOptions {

@@ -384,16 +384,7 @@ fn create_gives_up_at_its_timeout_against_a_registry_that_never_answers() {
 async fn an_image_whose_only_layer_is_unsupported_says_why() {
     let registry = LocalRegistry::start().await.unwrap();
     // A tar whose first entry is a PAX global header ('g'), which soci cannot index.
-    let mut header = [0u8; 512];
-    header[..17].copy_from_slice(b"pax_global_header");
-    header[100..107].copy_from_slice(b"0000644");
-    header[124..135].copy_from_slice(b"00000000000");
-    header[156] = b'g';
-    header[257..263].copy_from_slice(b"ustar\0");
-    header[263..265].copy_from_slice(b"00");
-    header[148..156].copy_from_slice(b"        ");
-    let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
-    header[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    let header = testkit::tar_header("pax_global_header", 0, b'g');
     let mut tar = header.to_vec();
     tar.extend(testkit::generate_layer(5, &layer_config()).tar);
     let blob = testkit::gzip(&tar, &testkit::GzipOptions::default());

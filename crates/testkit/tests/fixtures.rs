@@ -482,6 +482,58 @@ async fn referrers_proxy_forgets_a_referrer_deleted_through_it() {
     assert_eq!(index["manifests"].as_array().unwrap().len(), 1);
 }
 
+// ---------------------------------------------------------------------------------------------------
+// ThrottleProxy
+
+#[tokio::test]
+async fn throttle_proxy_caps_each_connection_and_counts_them() {
+    let registry = LocalRegistry::start().await.unwrap();
+    let data = blob_data(400_000);
+    let digest = push_blob(&registry.host(), None, "repo", &data).await;
+    let proxy = testkit::proxy::ThrottleProxy::start(registry.addr(), 1_000_000).await.unwrap();
+    let url = format!("http://{}/v2/repo/blobs/{digest}", proxy.host());
+
+    // 400 kB at 1 MB/s: about 0.4 s, on one connection; a Range passes through.
+    let started = std::time::Instant::now();
+    let one = client().get(&url).send().await.unwrap().bytes().await.unwrap();
+    let alone = started.elapsed();
+    assert!(one == data, "bytes pass unchanged");
+    assert!(alone >= std::time::Duration::from_millis(330), "capped at 1 MB/s: {alone:?}");
+    let ranged = client().get(&url).header("range", "bytes=10-19").send().await.unwrap();
+    assert_eq!(ranged.status(), 206);
+    assert_eq!(ranged.bytes().await.unwrap(), data[10..20]);
+
+    // Three at once on three connections: each has the cap, so together they take about as long.
+    let fresh = || reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let started = std::time::Instant::now();
+    let gets: Vec<_> = (0..3)
+        .map(|_| {
+            let (client, url) = (fresh(), url.clone());
+            tokio::spawn(async move { client.get(&url).send().await.unwrap().bytes().await.unwrap() })
+        })
+        .collect();
+    for get in gets {
+        assert!(get.await.unwrap() == data);
+    }
+    let together = started.elapsed();
+    assert!(together < alone * 2, "the cap is per connection: {together:?} for three, {alone:?} for one");
+    assert_eq!(proxy.max_busy_connections(), 3);
+    assert!(proxy.connections() >= 4, "{}", proxy.connections());
+    assert!(proxy.max_open_connections() >= 3);
+
+    // Ignoring Range: the whole blob, 200.
+    proxy.ignore_range(true);
+    let ignored = client().get(&url).header("range", "bytes=10-19").send().await.unwrap();
+    assert_eq!(ignored.status(), 200);
+    assert_eq!(ignored.bytes().await.unwrap(), data);
+    let log = proxy.requests_log();
+    assert_eq!(
+        log.last().unwrap().range.as_deref(),
+        Some("bytes=10-19"),
+        "the log shows what the client sent"
+    );
+}
+
 #[tokio::test]
 async fn proxies_stop_when_dropped() {
     let registry = LocalRegistry::start().await.unwrap();

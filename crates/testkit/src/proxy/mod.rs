@@ -5,6 +5,7 @@
 //!   which rejects requests that carry an `Authorization` header.
 //! - [`ReferrersProxy`]: the OCI 1.1 referrers API and the `OCI-Subject` header.
 //! - [`FaultProxy`]: injected 500/429 answers and blob bodies cut mid-way.
+//! - [`ThrottleProxy`]: every connection capped at a byte rate, connections counted.
 //!
 //! Every fixture forwards everything else faithfully (method, path and query, headers including
 //! `Authorization`, streamed bodies both ways), rewrites a `Location` that points at the upstream so
@@ -21,10 +22,12 @@ mod path;
 mod redirect;
 mod referrers;
 mod relay;
+mod throttle;
 
 pub use fault::{Fault, FaultPlan, FaultProxy, RequestFilter};
 pub use redirect::{RedirectProxy, AUTH_LEAK_MESSAGE};
 pub use referrers::{PushedReferrer, ReferrersProxy, OCI_INDEX_MEDIA_TYPE};
+pub use throttle::ThrottleProxy;
 
 /// One request a fixture answered, as recorded in its log.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -101,6 +101,12 @@ impl RedirectProxy {
         self.state.redirects.load(Ordering::SeqCst)
     }
 
+    /// Expires every URL handed out so far, as presigned URLs expire: the storage host answers them
+    /// `403 AccessDenied` from now on.
+    pub fn expire_grants(&self) {
+        self.state.grants.lock().unwrap().clear();
+    }
+
     /// How many requests reached the storage host with an `Authorization` header.
     pub fn auth_leaks(&self) -> usize {
         self.state.auth_leaks.load(Ordering::SeqCst)

@@ -31,6 +31,13 @@ pub(super) struct Server {
     task: tokio::task::JoinHandle<()>,
 }
 
+impl Server {
+    /// A server run by `task` (a proxy with an accept loop of its own).
+    pub(super) fn from_task(task: tokio::task::JoinHandle<()>) -> Server {
+        Server { task }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.task.abort();

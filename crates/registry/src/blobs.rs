@@ -10,6 +10,8 @@ use url::Url;
 use crate::digest::{check_digest, sha256_digest, validate_digest};
 use crate::download::BlobDownload;
 use crate::error::Resource;
+use tokio::sync::OwnedSemaphorePermit;
+
 use crate::limits::Throughput;
 use crate::transport::{redact_url, resolve_location, Access, Sent};
 use crate::{BlobStream, Client, Error, Repository};
@@ -30,6 +32,8 @@ pub(crate) struct OpenedBlob {
     pub(crate) skip: u64,
     /// The whole blob's size, if the response tells it.
     pub(crate) total_size: Option<u64>,
+    /// The connection budget's permit, held while the body downloads.
+    pub(crate) permit: OwnedSemaphorePermit,
 }
 
 impl Client {
@@ -70,15 +74,19 @@ impl Client {
         digest: &str,
         offset: u64,
     ) -> Result<OpenedBlob, Error> {
-        self.with_retries(Error::is_retryable, |_| self.open_blob_once(repo, digest, offset)).await
+        let permit = self.connection_permit().await;
+        let (response, skip, total_size) =
+            self.with_retries(Error::is_retryable, |_| self.open_blob_once(repo, digest, offset)).await?;
+        Ok(OpenedBlob { response, skip, total_size, permit })
     }
 
+    /// The response, the bytes to skip and the blob's size, if told.
     async fn open_blob_once(
         &self,
         repo: &Repository,
         digest: &str,
         offset: u64,
-    ) -> Result<OpenedBlob, Error> {
+    ) -> Result<(reqwest::Response, u64, Option<u64>), Error> {
         let url = self.blob_url(repo, digest)?;
         let mut request = self.request(repo, Access::Pull, Method::GET, url);
         if offset > 0 {
@@ -88,14 +96,12 @@ impl Client {
         match sent.status() {
             StatusCode::OK => {
                 let total_size = sent.response.content_length();
-                Ok(OpenedBlob { response: sent.response, skip: offset, total_size })
+                Ok((sent.response, offset, total_size))
             }
             StatusCode::PARTIAL_CONTENT if offset > 0 => {
                 let range = sent.header(CONTENT_RANGE.as_str()).and_then(parse_content_range);
                 match range {
-                    Some((start, _, total_size)) if start == offset => {
-                        Ok(OpenedBlob { response: sent.response, skip: 0, total_size })
-                    }
+                    Some((start, _, total_size)) if start == offset => Ok((sent.response, 0, total_size)),
                     _ => Err(Error::InvalidResponse {
                         url: redact_url(&sent.url),
                         reason: format!(
@@ -129,6 +135,7 @@ impl Client {
             return Ok(Bytes::new());
         }
         let range = Range { digest, start, end_exclusive };
+        let _permit = self.connection_permit().await;
         self.with_retries(Error::is_retryable, |_| self.get_blob_range_once(repo, range)).await
     }
 
@@ -279,7 +286,7 @@ pub(crate) fn skip_prefix(chunk: Bytes, skip: &mut u64) -> Bytes {
     chunk.slice(n as usize..)
 }
 
-fn range_header(start: u64, end_inclusive: Option<u64>) -> HeaderValue {
+pub(crate) fn range_header(start: u64, end_inclusive: Option<u64>) -> HeaderValue {
     let value = match end_inclusive {
         Some(end) => format!("bytes={start}-{end}"),
         None => format!("bytes={start}-"),
@@ -288,7 +295,7 @@ fn range_header(start: u64, end_inclusive: Option<u64>) -> HeaderValue {
 }
 
 /// `bytes START-END/TOTAL` (TOTAL may be `*`).
-fn parse_content_range(value: &str) -> Option<(u64, u64, Option<u64>)> {
+pub(crate) fn parse_content_range(value: &str) -> Option<(u64, u64, Option<u64>)> {
     let rest = value.trim().strip_prefix("bytes")?.trim_start();
     let (range, total) = rest.split_once('/')?;
     let (start, end) = range.trim().split_once('-')?;

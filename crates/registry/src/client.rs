@@ -6,9 +6,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::{AuthCache, CredentialSource};
 use crate::{BlobStream, Error, Repository, RetryPolicy};
+
+/// The default of [`ClientConfig::max_connections`]: four large layers in four ranges each.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
 
 /// How the client connects and retries.
 #[derive(Clone, Debug)]
@@ -37,6 +41,36 @@ pub struct ClientConfig {
     /// timeout), the first included, within `retry.max_attempts`: a registry that never answers
     /// fails an operation after about `timeout_attempts × request_timeout` plus backoff.
     pub timeout_attempts: u32,
+    /// Blob bodies (whole-blob streams and ranges) in flight at once, across every clone of the
+    /// client: each holds one connection while it downloads. Other requests (manifests, tokens,
+    /// uploads) are short and not counted, so a blob request never waits for itself.
+    pub max_connections: usize,
+    /// How large blobs are downloaded: `Some`, in parallel ranges (see [`RangedReads`]); `None`, as
+    /// one stream each.
+    pub ranged_reads: Option<RangedReads>,
+}
+
+/// Parallel ranged reads of one large blob: `ranges_in_flight` `Range` GETs of `range_size` bytes at
+/// a time, reassembled in order into the same verified [`BlobStream`], so a blob arrives as fast as
+/// several connections allow when each one alone is capped (S3 serves a connection at a fraction of
+/// what the zTOC builder reads). At most `ranges_in_flight × range_size` bytes of a blob are held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RangedReads {
+    /// Blobs of at least this many bytes (as their descriptor says) are read in ranges.
+    pub min_blob_size: u64,
+    /// Bytes per range.
+    pub range_size: u64,
+    /// Ranges of one blob downloading or waiting to be read at once (1 reads the ranges one after
+    /// the other).
+    pub ranges_in_flight: usize,
+}
+
+impl Default for RangedReads {
+    fn default() -> RangedReads {
+        // 4 × 8 MiB: about 3 connections' worth of a builder's pace in flight, 32 MiB held per blob
+        // (two layers at once stay well under 128 MiB of resident memory).
+        RangedReads { min_blob_size: 64 << 20, range_size: 8 << 20, ranges_in_flight: 4 }
+    }
 }
 
 impl Default for ClientConfig {
@@ -54,6 +88,8 @@ impl Default for ClientConfig {
             blob_stall_window: Duration::from_secs(30),
             // 3 × 60 s plus under a second of backoff: about three minutes.
             timeout_attempts: 3,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            ranged_reads: Some(RangedReads::default()),
         }
     }
 }
@@ -69,6 +105,8 @@ struct Inner {
     config: ClientConfig,
     credentials: Arc<dyn CredentialSource>,
     auth: Mutex<AuthCache>,
+    /// One permit per blob body in flight ([`ClientConfig::max_connections`]).
+    connections: Arc<Semaphore>,
 }
 
 impl fmt::Debug for Client {
@@ -89,7 +127,9 @@ impl Client {
             .read_timeout(config.read_timeout)
             .build()
             .map_err(Error::ClientBuild)?;
-        Ok(Client { inner: Arc::new(Inner { http, config, credentials, auth: Mutex::default() }) })
+        let connections = Arc::new(Semaphore::new(config.max_connections.clamp(1, Semaphore::MAX_PERMITS)));
+        let inner = Inner { http, config, credentials, auth: Mutex::default(), connections };
+        Ok(Client { inner: Arc::new(inner) })
     }
 
     /// The configuration this client was built with.
@@ -107,6 +147,18 @@ impl Client {
 
     pub(crate) fn credential_source(&self) -> &dyn CredentialSource {
         self.inner.credentials.as_ref()
+    }
+
+    /// Waits for one of the [`ClientConfig::max_connections`] blob downloads; dropping the permit
+    /// lets the next one start.
+    pub(crate) async fn connection_permit(&self) -> OwnedSemaphorePermit {
+        // The semaphore is never closed.
+        self.inner
+            .connections
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the connection semaphore is never closed")
     }
 
     pub(crate) fn auth_cache(&self) -> MutexGuard<'_, AuthCache> {

@@ -4,20 +4,26 @@ use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use futures_util::Stream;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
-use crate::blobs::skip_prefix;
+use crate::blobs::{skip_prefix, OpenedBlob};
 use crate::digest::{check_digest, DigestCounter};
 use crate::limits::Throughput;
+use crate::ranged::{self, Started};
 use crate::transport::redact_url;
 use crate::{Client, Error, Repository};
 
 /// The bytes of a blob, chunk by chunk, as they arrive; never buffered whole.
 ///
-/// When the connection breaks, the body ends early or it moves slower than the client's minimum
-/// throughput, the download resumes with `Range: bytes=<received>-`, within the client's retry
+/// A blob of at least [`crate::RangedReads::min_blob_size`] is fetched as several ranges at once and
+/// reassembled here in order (unless the client's `ranged_reads` is off, or the server ignores
+/// `Range`); a smaller one, as one response. Either way, when a connection breaks, a body ends early
+/// or it moves slower than the client's minimum throughput, the download resumes with `Range: bytes=<received>-`, within the client's retry
 /// budget (which restarts whenever a response moves at least that minimum). Everything is hashed:
 /// if the content does not match the digest, or the size differs from the expected one, the last
 /// item is [`Error::DigestMismatch`] or [`Error::SizeMismatch`] instead of a clean end, so a
@@ -29,6 +35,13 @@ pub struct BlobStream {
 }
 
 impl BlobStream {
+    pub(crate) fn new(
+        inner: impl Stream<Item = Result<Bytes, Error>> + Send + 'static,
+        size: Option<u64>,
+    ) -> BlobStream {
+        BlobStream { inner: Box::pin(inner), size }
+    }
+
     /// The blob's size: the expected size if one was given, else what the registry announced.
     pub fn size(&self) -> Option<u64> {
         self.size
@@ -61,6 +74,8 @@ pub(crate) struct BlobDownload {
     total_size: Option<u64>,
     counter: DigestCounter,
     response: Option<reqwest::Response>,
+    /// The connection budget's permit of the current response.
+    permit: Option<OwnedSemaphorePermit>,
     /// The minimum throughput of the current response.
     throughput: Throughput,
     /// Whether the current response has a `Content-Length`: then hyper reports a cut body as an
@@ -68,10 +83,49 @@ pub(crate) struct BlobDownload {
     response_is_framed: bool,
     /// Bytes still to drop from the current response (a server that ignored `Range` resends the start).
     skip: u64,
-    /// Consecutive failures without a byte of progress in between.
+    resumes: Resumes,
+    done: bool,
+}
+
+/// The retry budget of a download that resumes where its body broke: consecutive failures, restarted
+/// by progress of at least the minimum throughput's bytes.
+#[derive(Debug, Default)]
+pub(crate) struct Resumes {
     failures: u32,
     received_at_last_failure: u64,
-    done: bool,
+}
+
+impl Resumes {
+    /// Counts a failure after `received` bytes in all: the delay before resuming, or the error that
+    /// ends the download when the budget is spent.
+    pub(crate) fn after_failure(
+        &mut self,
+        client: &Client,
+        received: u64,
+        error: Error,
+    ) -> Result<Duration, Error> {
+        // Progress restarts the budget, but only as much as the minimum throughput asks of a
+        // window: a registry that sends a few bytes per connection must not get endless attempts.
+        let progress = received - self.received_at_last_failure;
+        if progress > 0 && progress >= client.config().blob_min_bytes {
+            self.failures = 0;
+        }
+        self.received_at_last_failure = received;
+        self.failures += 1;
+        if self.failures >= client.max_attempts(&error) {
+            return Err(if self.failures > 1 {
+                Error::RetriesExhausted { attempts: self.failures, last: Box::new(error) }
+            } else {
+                error
+            });
+        }
+        Ok(client.retry_policy().delay(self.failures, None))
+    }
+
+    /// Failures so far since the last progress.
+    pub(crate) fn failures(&self) -> u32 {
+        self.failures
+    }
 }
 
 impl BlobDownload {
@@ -81,7 +135,24 @@ impl BlobDownload {
         digest: String,
         expected_size: Option<u64>,
     ) -> Result<BlobStream, Error> {
-        let opened = client.open_blob(&repo, &digest, 0).await?;
+        let opened = match ranged::plan(client.config(), expected_size) {
+            Some(plan) => match ranged::start(&client, &repo, &digest, plan).await? {
+                Started::Ranged(stream) => return Ok(stream),
+                Started::Whole(opened) => opened,
+            },
+            None => client.open_blob(&repo, &digest, 0).await?,
+        };
+        BlobDownload::from_opened(client, repo, digest, expected_size, opened)
+    }
+
+    /// The stream of a blob whose first response is `opened`.
+    fn from_opened(
+        client: Client,
+        repo: Repository,
+        digest: String,
+        expected_size: Option<u64>,
+        opened: OpenedBlob,
+    ) -> Result<BlobStream, Error> {
         let total_size = expected_size.or(opened.total_size);
         let url = client.blob_url(&repo, &digest)?;
         let throughput = client.blob_throughput();
@@ -96,16 +167,16 @@ impl BlobDownload {
             throughput,
             response_is_framed: opened.response.content_length().is_some(),
             response: Some(opened.response),
+            permit: Some(opened.permit),
             skip: opened.skip,
-            failures: 0,
-            received_at_last_failure: 0,
+            resumes: Resumes::default(),
             done: false,
         };
         let stream = futures_util::stream::unfold(download, |mut download| async move {
             let item = download.next_item().await?;
             Some((item, download))
         });
-        Ok(BlobStream { inner: Box::pin(stream), size: total_size })
+        Ok(BlobStream::new(stream, total_size))
     }
 
     async fn next_item(&mut self) -> Option<Result<Bytes, Error>> {
@@ -138,6 +209,7 @@ impl BlobDownload {
                 }
                 Ok(None) => {
                     self.response = None;
+                    self.permit = None;
                     let received = self.counter.len();
                     let short = self.total_size.filter(|&total| received < total);
                     if let (Some(total), false) = (short, self.response_is_framed) {
@@ -156,6 +228,7 @@ impl BlobDownload {
                 }
                 Err(error) => {
                     self.response = None;
+                    self.permit = None;
                     if let Err(error) = self.after_failure(error).await {
                         return self.fail(error);
                     }
@@ -173,6 +246,7 @@ impl BlobDownload {
             Ok(opened) => {
                 self.response_is_framed = opened.response.content_length().is_some();
                 self.response = Some(opened.response);
+                self.permit = Some(opened.permit);
                 self.throughput = self.client.blob_throughput();
                 self.skip = opened.skip;
                 self.total_size = self.total_size.or(opened.total_size);
@@ -190,35 +264,22 @@ impl BlobDownload {
     fn fail(&mut self, error: Error) -> Option<Result<Bytes, Error>> {
         self.done = true;
         self.response = None;
+        self.permit = None;
         Some(Err(error))
     }
 
     /// Counts a broken body and waits before resuming, or gives up when the budget is spent.
     async fn after_failure(&mut self, error: Error) -> Result<(), Error> {
-        // Progress restarts the budget, but only as much as the minimum throughput asks of a
-        // window: a registry that sends a few bytes per connection must not get endless attempts.
-        let progress = self.counter.len() - self.received_at_last_failure;
-        if progress > 0 && progress >= self.client.config().blob_min_bytes {
-            self.failures = 0;
-        }
-        self.received_at_last_failure = self.counter.len();
-        self.failures += 1;
-        let policy = self.client.retry_policy();
-        if self.failures >= self.client.max_attempts(&error) {
-            return Err(if self.failures > 1 {
-                Error::RetriesExhausted { attempts: self.failures, last: Box::new(error) }
-            } else {
-                error
-            });
-        }
-        let delay = policy.delay(self.failures, None);
+        let received = self.counter.len();
+        let message = error.to_string();
+        let delay = self.resumes.after_failure(&self.client, received, error)?;
         debug!(
             repository = %self.repo,
             digest = %self.digest,
-            received = self.counter.len(),
-            attempt = self.failures,
+            received,
+            attempt = self.resumes.failures(),
             ?delay,
-            error = %error,
+            error = %message,
             "blob body broke, will resume"
         );
         tokio::time::sleep(delay).await;

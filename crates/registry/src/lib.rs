@@ -1,7 +1,8 @@
 //! An OCI distribution client, the only part of soci-indexer that speaks HTTP.
 //!
-//! It reads manifests (exact bytes, digest-verified), streams blobs (resuming broken downloads and
-//! verifying their sha256), reads blob ranges, uploads blobs and manifests, and queries the referrers
+//! It reads manifests (exact bytes, digest-verified), streams blobs (large ones as parallel ranges
+//! reassembled in order; resuming broken downloads and verifying their sha256) within one budget of
+//! connections, reads blob ranges, uploads blobs and manifests, and queries the referrers
 //! API. It authenticates anonymously, with basic credentials or with bearer tokens obtained from the
 //! registry's challenge; follows redirects itself so that credentials never reach another origin
 //! (ECR redirects blob downloads to presigned S3 URLs); gives every request a deadline and blob
@@ -28,6 +29,7 @@ mod error;
 mod limits;
 mod manifests;
 mod mount;
+mod ranged;
 mod reference;
 mod referrers;
 mod response;
@@ -37,7 +39,7 @@ mod transport;
 
 pub use auth::{Anonymous, BoxFuture, CredentialSource, Credentials, Secret, StaticCredentials};
 pub use blobs::PushedBlob;
-pub use client::{Client, ClientConfig};
+pub use client::{Client, ClientConfig, RangedReads, DEFAULT_MAX_CONNECTIONS};
 pub use digest::{sha256_digest, validate_digest};
 pub use download::BlobStream;
 pub use error::{Error, Resource};

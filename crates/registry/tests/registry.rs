@@ -17,6 +17,8 @@ mod manifests;
 mod mount;
 #[path = "registry/protocol.rs"]
 mod protocol;
+#[path = "registry/ranged.rs"]
+mod ranged;
 #[path = "registry/redirects.rs"]
 mod redirects;
 #[path = "registry/referrers.rs"]

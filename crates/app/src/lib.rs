@@ -6,7 +6,8 @@
 //!   concurrency, registry URLs) and the default build-tool identifier;
 //! * [`adapter`]: [`RepositoryClient`], the HTTP client as the engine's [`index::Registry`];
 //! * [`cache`]: the CLI's zTOC cache, a directory of small files;
-//! * [`Registries`]: one registry per repository, the HTTP one or a test fake.
+//! * [`Registries`]: one registry per repository, the HTTP one or a test fake;
+//! * [`client_with`]: the HTTP client, with the connection budget and ranges of [`Downloads`].
 
 pub mod adapter;
 pub mod cache;
@@ -49,16 +50,56 @@ impl Registries for HttpRegistries {
     }
 }
 
+/// How the binaries download layers: one budget of connections, and large layers in ranges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Downloads {
+    /// Blob downloads in flight at once, layers and ranges together (`--max-connections`,
+    /// `SOCI_MAX_CONNECTIONS`).
+    pub max_connections: usize,
+    /// Ranges of one large layer in flight at once; 1 reads every layer as one stream.
+    pub ranges_per_layer: usize,
+    /// Bytes per range.
+    pub range_size: u64,
+}
+
+impl Default for Downloads {
+    fn default() -> Downloads {
+        let ranged = registry::RangedReads::default();
+        Downloads {
+            max_connections: registry::DEFAULT_MAX_CONNECTIONS,
+            ranges_per_layer: ranged.ranges_in_flight,
+            range_size: ranged.range_size,
+        }
+    }
+}
+
 /// The registry client both binaries use: TLS unless `plain_http`, retries and redirects as the
-/// client's defaults, credentials from `credentials`.
+/// client's defaults, credentials from `credentials`, downloads as [`Downloads::default`].
 pub fn client(
     plain_http: bool,
     user_agent: &str,
     credentials: Arc<dyn registry::CredentialSource>,
 ) -> Result<registry::Client, registry::Error> {
+    client_with(plain_http, user_agent, credentials, Downloads::default())
+}
+
+/// [`client`], downloading as `downloads` says.
+pub fn client_with(
+    plain_http: bool,
+    user_agent: &str,
+    credentials: Arc<dyn registry::CredentialSource>,
+    downloads: Downloads,
+) -> Result<registry::Client, registry::Error> {
+    let ranged_reads = (downloads.ranges_per_layer > 1).then(|| registry::RangedReads {
+        range_size: downloads.range_size,
+        ranges_in_flight: downloads.ranges_per_layer,
+        ..registry::RangedReads::default()
+    });
     let config = registry::ClientConfig {
         plain_http,
         user_agent: user_agent.to_owned(),
+        max_connections: downloads.max_connections,
+        ranged_reads,
         ..registry::ClientConfig::default()
     };
     registry::Client::new(config, credentials)

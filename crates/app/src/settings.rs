@@ -29,6 +29,41 @@ pub fn parse_concurrency(text: &str) -> Result<usize, SettingError> {
     }
 }
 
+/// The most blob downloads (layers and their ranges) in flight at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// The most ranges of one layer in flight at once.
+pub const MAX_RANGES_PER_LAYER: usize = 64;
+
+/// Blob downloads in flight at once, layers and ranges together: 1 to [`MAX_CONNECTIONS`].
+pub fn parse_max_connections(text: &str) -> Result<usize, SettingError> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_CONNECTIONS).contains(&n) => Ok(n),
+        _ => Err(SettingError(format!(
+            "expected a number of connections from 1 to {MAX_CONNECTIONS}, got {text:?}"
+        ))),
+    }
+}
+
+/// Ranges of one large layer downloading at once: 1 (one stream per layer) to
+/// [`MAX_RANGES_PER_LAYER`].
+pub fn parse_ranges_per_layer(text: &str) -> Result<usize, SettingError> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_RANGES_PER_LAYER).contains(&n) => Ok(n),
+        _ => Err(SettingError(format!(
+            "expected a number of ranges from 1 (one stream per layer) to {MAX_RANGES_PER_LAYER}, got {text:?}"
+        ))),
+    }
+}
+
+/// The size of one range of a large layer: 64 KiB to 1 GiB.
+pub fn parse_range_size(text: &str) -> Result<u64, SettingError> {
+    let size = parse_bytes(text, 64 << 10)?;
+    if size > 1 << 30 {
+        return Err(SettingError(format!("expected a range size of at most 1GiB, got {text:?}")));
+    }
+    Ok(size)
+}
+
 /// A byte count of at least `min`: digits, optionally with a binary unit (`KiB`, `MiB`, `GiB`).
 pub fn parse_bytes(text: &str, min: u64) -> Result<u64, SettingError> {
     let text = text.trim();
@@ -169,6 +204,23 @@ mod tests {
         for bad in ["0", "257", "many", "-3"] {
             assert!(parse_concurrency(bad).unwrap_err().0.contains("from 1 to 256"), "{bad}");
         }
+    }
+
+    #[test]
+    fn connection_and_range_rules() {
+        assert_eq!(parse_max_connections("16"), Ok(16));
+        assert_eq!(parse_max_connections(" 1 "), Ok(1));
+        for bad in ["0", "1025", "lots", "-2"] {
+            assert!(parse_max_connections(bad).unwrap_err().0.contains("from 1 to 1024"), "{bad}");
+        }
+        assert_eq!(parse_ranges_per_layer("1"), Ok(1));
+        assert_eq!(parse_ranges_per_layer("64"), Ok(64));
+        for bad in ["0", "65", "four"] {
+            assert!(parse_ranges_per_layer(bad).unwrap_err().0.contains("one stream per layer"), "{bad}");
+        }
+        assert_eq!(parse_range_size("16MiB"), Ok(16 << 20));
+        assert!(parse_range_size("1KiB").unwrap_err().0.contains("at least 65536"));
+        assert!(parse_range_size("2GiB").unwrap_err().0.contains("at most 1GiB"));
     }
 
     #[test]

@@ -69,12 +69,17 @@ pub struct Connected {
 impl RegistryArgs {
     /// Parses `text` (`[http[s]://]REGISTRY/REPO[:TAG][@DIGEST]`) and builds the client.
     pub fn connect(&self, text: &str) -> Result<Connected> {
+        self.connect_with(text, app::Downloads::default())
+    }
+
+    /// [`RegistryArgs::connect`], downloading as `downloads` says.
+    pub fn connect_with(&self, text: &str, downloads: app::Downloads) -> Result<Connected> {
         let (rest, plain_http) = app::settings::split_scheme(text).map_err(anyhow::Error::msg)?;
         let reference = registry::Reference::parse(rest).with_context(|| {
             format!("{text:?} is not an image reference (expected [REGISTRY/]REPOSITORY[:TAG][@DIGEST])")
         })?;
-        let client =
-            app::client(self.plain_http || plain_http, app::DEFAULT_BUILD_TOOL, self.credentials()?)?;
+        let plain_http = self.plain_http || plain_http;
+        let client = app::client_with(plain_http, app::DEFAULT_BUILD_TOOL, self.credentials()?, downloads)?;
         let registry = app::RepositoryClient::new(client, reference.to_repository());
         Ok(Connected { reference, registry })
     }

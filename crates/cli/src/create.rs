@@ -28,6 +28,16 @@ pub struct Args {
     /// Layers streamed and indexed at once, 1 to 256 (default: one per core).
     #[arg(long, value_name = "N", value_parser = app::settings::parse_concurrency)]
     concurrency: Option<usize>,
+    /// Layer downloads in flight at once, every layer's ranges included, 1 to 1024.
+    #[arg(long, value_name = "N", default_value_t = registry::DEFAULT_MAX_CONNECTIONS, value_parser = app::settings::parse_max_connections)]
+    max_connections: usize,
+    /// Ranges of one large layer (64 MiB or more) downloading at once, 1 to 64; 1 reads each layer as
+    /// one stream.
+    #[arg(long, value_name = "N", default_value_t = registry::RangedReads::default().ranges_in_flight, value_parser = app::settings::parse_ranges_per_layer)]
+    ranges_per_layer: usize,
+    /// Bytes per range of a large layer (64KiB to 1GiB).
+    #[arg(long, value_name = "BYTES", default_value_t = registry::RangedReads::default().range_size, value_parser = app::settings::parse_range_size)]
+    range_size: u64,
     /// Rebuild even if the image already has a SOCI index.
     #[arg(long)]
     force: bool,
@@ -67,7 +77,12 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 async fn run_async(args: &Args) -> Result<()> {
-    let connected = args.registry.connect(&args.reference)?;
+    let downloads = app::Downloads {
+        max_connections: args.max_connections,
+        ranges_per_layer: args.ranges_per_layer,
+        range_size: args.range_size,
+    };
+    let connected = args.registry.connect_with(&args.reference, downloads)?;
     let reference = &connected.reference;
     let options = CreateOptions {
         span_size: args.span_size,

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # The local run of index-on-push, end to end, with real stand-ins on loopback and no AWS account:
 #
-#   1. moto's server plays the ECR API (the function really calls GetAuthorizationToken on it);
+#   1. moto's server plays the ECR API (the function really calls GetAuthorizationToken on it),
+#      EventBridge (a rule sends the function's completion events to an SQS queue, also in moto) and
+#      DynamoDB (the zTOC cache table);
 #   2. Debian's docker-registry (CNCF distribution) with htpasswd basic auth plays the ECR registry,
 #      user AWS and the password that GetAuthorizationToken hands out;
-#   3. a sample multi-layer, two-platform image is pushed to it (tests/examples/push_sample_image.rs);
+#   3. a sample multi-layer, two-platform image is pushed to it (tests/examples/push_sample_image.rs),
+#      and a second image that shares its base layer, to another repository;
 #   4. `cargo lambda watch` runs the function, `cargo lambda invoke` sends it the EventBridge
-#      "ECR Image Action" PUSH event of that image (then the same event again: already indexed);
+#      "ECR Image Action" PUSH event of the first image (then the same event again: already indexed),
+#      then the second image's: its base layer's zTOC comes from the cache, mounted, not built; after
+#      each, the completion event the queue got is printed;
 #   5. what the function pushed is read back from the registry: the <tag>-soci index, the SOCI index
 #      of each platform and its per-layer zTOCs.
 #
@@ -14,7 +19,8 @@
 # the project (cargo lambda watch reloads on changes in the project tree), and is stopped and removed
 # on exit, also on failure or Ctrl-C. Settings (environment, all optional):
 #
-#   DEMO_REPOSITORY (demo/app)  DEMO_TAG (v1)  AWS_REGION (us-east-1)  DEMO_KEEP=1 (keep the temp dir)
+#   DEMO_REPOSITORY (demo/app)  DEMO_SECOND_REPOSITORY (demo/web)  DEMO_TAG (v1)  AWS_REGION (us-east-1)
+#   DEMO_KEEP=1 (keep the temp dir)
 #   SOCI_INDEX_VERSION (v2)  SOCI_MIN_LAYER_SIZE (1048576)  SOCI_SPAN_SIZE (1048576)  SOCI_FILTERS (*:*)
 #   SOCI_TAG_SUFFIX (-soci)  LOG_LEVEL (info)  DEMO_SKIP_INSTALL=1 (don't run infra/install-tools.sh)
 set -euo pipefail
@@ -23,6 +29,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
 repository=${DEMO_REPOSITORY:-demo/app}
+second_repository=${DEMO_SECOND_REPOSITORY:-demo/web}
 tag=${DEMO_TAG:-v1}
 region=${AWS_REGION:-us-east-1}
 account=123456789012 # moto's default account
@@ -118,26 +125,52 @@ say "building the sample image pusher and the function (cargo, dev profile)"
 cargo build --quiet -p soci-indexer-e2e --example push_sample_image
 cargo build --quiet -p index-on-push --bin index-on-push
 
-say "starting moto (the ECR API) and docker-registry (the registry) on 127.0.0.1"
+say "starting moto (ECR API, EventBridge, SQS, DynamoDB) and docker-registry (the registry) on 127.0.0.1"
 moto_port=$(free_port)
 start moto moto_server -H 127.0.0.1 -p "$moto_port"
 wait_http moto "http://127.0.0.1:$moto_port/moto-api/" "200" 30
 ecr_endpoint="http://127.0.0.1:$moto_port"
 
-# The ECR side of a push: the repository exists, and the registry password comes from
+# The ECR side of a push: the repositories exist, and the registry password comes from
 # GetAuthorizationToken (what `aws ecr get-login-password` prints).
-password=$(python3 - "$ecr_endpoint" "$repository" <<'EOF'
+password=$(python3 - "$ecr_endpoint" "$repository" "$second_repository" <<'EOF'
 import base64, sys
 import boto3
 ecr = boto3.client("ecr", endpoint_url=sys.argv[1])
-ecr.create_repository(repositoryName=sys.argv[2])
+for name in sys.argv[2:]:
+    ecr.create_repository(repositoryName=name)
 token = ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
 user, password = base64.b64decode(token).decode().split(":", 1)
 assert user == "AWS", user
 print(password)
 EOF
 )
-echo "moto      $ecr_endpoint  (ECR repository $repository, account $account, $region)"
+echo "moto      $ecr_endpoint  (ECR repositories $repository and $second_repository, account $account, $region)"
+
+# What the template deploys besides the function: the zTOC cache table (partition key pk, time to live on
+# expires_at); and what a deployment pipeline would add: a rule on the default bus that sends the
+# function's completion events to a queue (here, for the demo to print them).
+cache_table=soci-ztoc-cache
+completion_queue=soci-completion-events
+python3 - "$ecr_endpoint" "$cache_table" "$completion_queue" <<'EOF'
+import json, sys
+import boto3
+endpoint, table, queue = sys.argv[1:]
+dynamodb = boto3.client("dynamodb", endpoint_url=endpoint)
+dynamodb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
+                      AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                      KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+dynamodb.update_time_to_live(TableName=table,
+                             TimeToLiveSpecification={"AttributeName": "expires_at", "Enabled": True})
+sqs = boto3.client("sqs", endpoint_url=endpoint)
+url = sqs.create_queue(QueueName=queue)["QueueUrl"]
+arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+events = boto3.client("events", endpoint_url=endpoint)
+pattern = {"source": ["soci-indexer"], "detail-type": ["SOCI Index Action"]}
+events.put_rule(Name=queue, EventPattern=json.dumps(pattern))
+events.put_targets(Rule=queue, Targets=[{"Id": "queue", "Arn": arn}])
+EOF
+echo "moto      DynamoDB table $cache_table (the zTOC cache), EventBridge rule -> SQS queue $completion_queue"
 
 registry_port=$(free_port)
 mkdir -p "$work/registry"
@@ -178,11 +211,21 @@ digest=$(cargo run --quiet -p soci-indexer-e2e --example push_sample_image -- \
     --user AWS --password "$password")
 [[ $digest == sha256:* ]] || die "the sample image push printed no digest"
 
+say "pushing a second image, sharing the first one's base layer: $second_repository:$tag"
+second_digest=$(cargo run --quiet -p soci-indexer-e2e --example push_sample_image -- \
+    --registry "127.0.0.1:$registry_port" --repository "$second_repository" --tag "$tag" \
+    --user AWS --password "$password" --variant 1)
+[[ $second_digest == sha256:* ]] || die "the second image push printed no digest"
+
 say "starting the function: cargo lambda watch (log: $work/function.log)"
 invoke_port=$(free_port)
 cat >"$work/function.env" <<EOF
 SOCI_REGISTRY_URL=$registry_url
 AWS_ENDPOINT_URL_ECR=$ecr_endpoint
+AWS_ENDPOINT_URL_EVENTBRIDGE=$ecr_endpoint
+AWS_ENDPOINT_URL_DYNAMODB=$ecr_endpoint
+SOCI_COMPLETION_EVENT_BUS=default
+SOCI_ZTOC_CACHE_TABLE=$cache_table
 AWS_REGION=$region
 AWS_DEFAULT_REGION=$region
 AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID
@@ -204,9 +247,10 @@ start function cargo lambda watch --ignore-changes --color never --timeout 900 \
 # URL call). `cargo lambda invoke` then waits for the function to start.
 wait_tcp "cargo lambda watch" "$invoke_port" 300
 
-# The EventBridge event ECR sends for this push (the function's fixture, with this push filled in).
+# The EventBridge event ECR sends for a push (the function's fixture, with the push filled in).
 fixture=functions/index-on-push/fixtures/push-event.json
-python3 - "$fixture" "$work/event.json" "$account" "$region" "$repository" "$digest" "$tag" <<'EOF'
+push_event() {
+    python3 - "$fixture" "$1" "$account" "$region" "$2" "$3" "$tag" <<'EOF'
 import datetime, json, os, sys, uuid
 fixture, out, account, region, repository, digest, tag = sys.argv[1:]
 if os.path.exists(fixture):
@@ -220,13 +264,16 @@ event["detail"].update({"repository-name": repository, "image-digest": digest, "
                         "manifest-media-type": "application/vnd.oci.image.index.v1+json"})
 json.dump(event, open(out, "w"), indent=2)
 EOF
+}
+push_event "$work/event.json" "$repository" "$digest"
+push_event "$work/second-event.json" "$second_repository" "$second_digest"
 
 invoke() {
-    local what=$1 lines
-    say "cargo lambda invoke index-on-push --data-file event.json  ($what)"
+    local what=$1 event=${2:-event.json} lines
+    say "cargo lambda invoke index-on-push --data-file $event  ($what)"
     lines=$(wc -l <"$work/function.log")
     if ! cargo lambda invoke index-on-push --invoke-address 127.0.0.1 --invoke-port "$invoke_port" \
-        --data-file "$work/event.json" --output-format json >"$work/invoke.out" 2>"$work/invoke.log"; then
+        --data-file "$work/$event" --output-format json >"$work/invoke.out" 2>"$work/invoke.log"; then
         cat "$work/invoke.out" "$work/invoke.log" >&2
         die "the invocation failed"
     fi
@@ -249,18 +296,54 @@ for line in sys.stdin:
         print("EMF  " + "  ".join(f"{name}={record.get(name)}" for name in metrics))
     elif record.get("outcome"):
         keep = ("level", "message", "repository", "digest", "tag", "outcome", "reason", "index_digest",
-                "pushed_tag", "layers_indexed", "layers_skipped", "bytes", "duration_ms", "retry")
+                "pushed_tag", "layers_indexed", "layers_reused", "layers_skipped", "bytes", "duration_ms",
+                "retry", "completion_event_failed")
         print("log  " + json.dumps({k: record[k] for k in keep if k in record}))
 '
+    # The completion event the rule delivered to the queue meanwhile.
+    python3 - "$ecr_endpoint" "$completion_queue" <<'EOF'
+import json, sys
+import boto3
+sqs = boto3.client("sqs", endpoint_url=sys.argv[1])
+url = sqs.get_queue_url(QueueName=sys.argv[2])["QueueUrl"]
+received = 0
+while True:
+    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+    if not messages:
+        break
+    for message in messages:
+        event = json.loads(message["Body"])
+        print(f"completion event  {event['source']} / {event['detail-type']}: " + json.dumps(event["detail"]))
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        received += 1
+if received != 1:
+    sys.exit(f"local-demo: expected one completion event in the queue, got {received}")
+EOF
 }
 
 say "the event"
 cat "$work/event.json"
 invoke "first push: indexes"
 invoke "the same event again: already indexed"
+invoke "the second image: its base layer's zTOC comes from the cache" second-event.json
+python3 - "$work/invoke.out" "$ecr_endpoint" "$cache_table" "$repository" <<'EOF'
+import json, sys
+import boto3
+answer, endpoint, table, first = sys.argv[1:]
+report = json.load(open(answer))
+items = boto3.client("dynamodb", endpoint_url=endpoint).scan(TableName=table)["Items"]
+print(f"\nzTOC cache: {len(items)} item(s) in DynamoDB table {table}")
+print(f"second image ({report['repository']}): {report['layers_reused']} layer(s) reused from the zTOC cache "
+      f"(their zTOCs were built for {first}: no download), {report['layers_indexed']} built")
+if report["outcome"] != "indexed" or report["layers_reused"] < 1:
+    sys.exit("local-demo: the second image reused no zTOC")
+EOF
 
 say "what the function pushed to $registry_url/$repository"
 python3 infra/show-soci-index.py --registry "$registry_url" --repository "$repository" --tag "$tag" \
+    --tag-suffix="$tag_suffix" --user AWS --password "$password"
+say "what the function pushed to $registry_url/$second_repository"
+python3 infra/show-soci-index.py --registry "$registry_url" --repository "$second_repository" --tag "$tag" \
     --tag-suffix="$tag_suffix" --user AWS --password "$password"
 
 say "done: every process stopped and $work removed on exit"

@@ -3,13 +3,16 @@
 //!
 //! ```sh
 //! cargo run -p soci-indexer-e2e --example push_sample_image -- \
-//!     --registry 127.0.0.1:5000 --repository demo/app --tag v1 [--user U --password P] [--https]
+//!     --registry 127.0.0.1:5000 --repository demo/app --tag v1 [--user U --password P] [--https] \
+//!     [--variant N]
 //! ```
 //!
 //! The image is an OCI index for linux/amd64 and linux/arm64: per platform a base layer (shared),
 //! an application layer and a small config layer, generated from fixed seeds by `testkit` (so the same
 //! image, with the same digests, every time). The base and application layers are a few MB of gzip,
 //! the config layer about 100 KB (below a 1 MiB `SOCI_MIN_LAYER_SIZE`, to show a skipped layer).
+//! `--variant N` (default 0) changes the application and config layers and keeps the base layer: another
+//! image that shares a layer with the first, to show zTOC reuse.
 //! stdout: the image (index) digest alone; stderr: what was pushed.
 
 use std::process::ExitCode;
@@ -27,10 +30,11 @@ struct Args {
     user: Option<String>,
     password: Option<String>,
     https: bool,
+    variant: u64,
 }
 
 const USAGE: &str = "usage: push_sample_image --registry HOST[:PORT] --repository NAME --tag TAG \
-                     [--user U --password P] [--https]";
+                     [--user U --password P] [--https] [--variant N]";
 
 fn parse_args() -> Result<Args, String> {
     let mut registry = None;
@@ -39,6 +43,7 @@ fn parse_args() -> Result<Args, String> {
     let mut user = None;
     let mut password = None;
     let mut https = false;
+    let mut variant = 0;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value\n{USAGE}"));
@@ -49,6 +54,9 @@ fn parse_args() -> Result<Args, String> {
             "--user" => user = Some(value()?),
             "--password" => password = Some(value()?),
             "--https" => https = true,
+            "--variant" => {
+                variant = value()?.parse().map_err(|_| format!("--variant needs a number\n{USAGE}"))?
+            }
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -61,11 +69,14 @@ fn parse_args() -> Result<Args, String> {
         user,
         password,
         https,
+        variant,
     })
 }
 
-/// The sample image: fixed seeds, so every run pushes the same digests.
-fn sample_image() -> TestImage {
+/// The sample image: fixed seeds, so every run pushes the same digests; `variant` changes every layer but
+/// the base.
+fn sample_image(variant: u64) -> TestImage {
+    let seed = |seed: u64| seed + 10 * variant;
     let big = LayerConfig { entries: 240, max_file_size: 256 * 1024, pax_percent: 10 };
     let small = LayerConfig { entries: 12, max_file_size: 24 * 1024, pax_percent: 0 };
     let base = TestLayer::gzip(101, &big, 6, false);
@@ -76,13 +87,17 @@ fn sample_image() -> TestImage {
                 "linux/amd64".into(),
                 vec![
                     base.clone(),
-                    TestLayer::gzip(102, &big, 6, false),
-                    TestLayer::gzip(103, &small, 6, false),
+                    TestLayer::gzip(seed(102), &big, 6, false),
+                    TestLayer::gzip(seed(103), &small, 6, false),
                 ],
             ),
             (
                 "linux/arm64".into(),
-                vec![base, TestLayer::gzip(104, &big, 6, false), TestLayer::gzip(105, &small, 6, false)],
+                vec![
+                    base,
+                    TestLayer::gzip(seed(104), &big, 6, false),
+                    TestLayer::gzip(seed(105), &small, 6, false),
+                ],
             ),
         ],
         true,
@@ -98,7 +113,7 @@ async fn push(args: &Args) -> Result<String, registry::Error> {
     let client =
         Client::new(ClientConfig { plain_http: !args.https, ..ClientConfig::default() }, credentials)?;
     let repo = Repository::new(&args.registry, &args.repository)?;
-    let image = sample_image();
+    let image = sample_image(args.variant);
     for (digest, kind, bytes) in &image.blobs {
         client.push_blob(&repo, digest, Bytes::from(bytes.clone())).await?;
         eprintln!("blob     {digest} {:>9} bytes  {kind}", bytes.len());

@@ -27,6 +27,8 @@ pub struct Config {
     pub tag_suffix: String,
     /// `SOCI_CONCURRENCY`: layers built at once (default: one per core).
     pub concurrency: usize,
+    /// `SOCI_MAX_CONNECTIONS`: layer downloads in flight at once, their ranges included (default 16).
+    pub max_connections: usize,
     /// `SOCI_BUILD_TOOL_IDENTIFIER`: written into zTOCs and SOCI indexes.
     pub build_tool_identifier: String,
     /// `LOG_LEVEL`: a level (`info`, `debug`, ...) or `tracing` filter directives.
@@ -36,6 +38,9 @@ pub struct Config {
     /// `SOCI_COMPLETION_EVENT_BUS`: the EventBridge bus (name or ARN) that gets a `SOCI Index Action`
     /// event after each ECR event handled; unset or empty: none is sent.
     pub completion_event_bus: Option<String>,
+    /// `SOCI_ZTOC_CACHE_TABLE`: the DynamoDB table (name or ARN) of the zTOC cache; unset or empty: no
+    /// cache, every layer is built.
+    pub ztoc_cache_table: Option<String>,
 }
 
 /// A setting that cannot be used.
@@ -93,11 +98,14 @@ impl Config {
             .unwrap_or_else(|| index::DEFAULT_TAG_SUFFIX.into());
         let concurrency = read(parsed("SOCI_CONCURRENCY"), settings::parse_concurrency)?
             .unwrap_or_else(index::default_concurrency);
+        let max_connections = read(parsed("SOCI_MAX_CONNECTIONS"), settings::parse_max_connections)?
+            .unwrap_or(registry::DEFAULT_MAX_CONNECTIONS);
         let build_tool_identifier =
             get("SOCI_BUILD_TOOL_IDENTIFIER").unwrap_or_else(|| DEFAULT_BUILD_TOOL.into());
         let log_filter = log_filter(get("LOG_LEVEL").as_deref().unwrap_or("info"))?;
         let registry_override = read(parsed("SOCI_REGISTRY_URL"), RegistryOverride::parse)?;
         let completion_event_bus = read(parsed("SOCI_COMPLETION_EVENT_BUS"), parse_event_bus)?;
+        let ztoc_cache_table = read(parsed("SOCI_ZTOC_CACHE_TABLE"), parse_table)?;
         Ok(Config {
             filters,
             index_version,
@@ -105,10 +113,12 @@ impl Config {
             span_size,
             tag_suffix,
             concurrency,
+            max_connections,
             build_tool_identifier,
             log_filter,
             registry_override,
             completion_event_bus,
+            ztoc_cache_table,
         })
     }
 
@@ -140,6 +150,24 @@ fn parse_event_bus(text: &str) -> Result<String, SettingError> {
         Err(SettingError(format!(
             "expected an EventBridge bus name (e.g. default) or ARN (arn:aws:events:REGION:ACCOUNT:event-bus/NAME), \
              got {text:?}"
+        )))
+    }
+}
+
+/// A DynamoDB table: a name (3 to 255 of `A-Z a-z 0-9 . - _`) or an ARN (up to 1024 characters).
+fn parse_table(text: &str) -> Result<String, SettingError> {
+    let name = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+    let valid = if text.starts_with("arn:") {
+        text.len() <= 1024 && text.contains(":table/") && !text.contains(char::is_whitespace)
+    } else {
+        (3..=255).contains(&text.len()) && text.chars().all(name)
+    };
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(SettingError(format!(
+            "expected a DynamoDB table name (3 to 255 characters of A-Z a-z 0-9 . - _) or ARN \
+             (arn:aws:dynamodb:REGION:ACCOUNT:table/NAME), got {text:?}"
         )))
     }
 }
@@ -182,10 +210,11 @@ mod tests {
         assert_eq!(config.span_size, 4 << 20);
         assert_eq!(config.tag_suffix, "-soci");
         assert!(config.concurrency >= 1);
+        assert_eq!(config.max_connections, 16);
         assert_eq!(config.build_tool_identifier, DEFAULT_BUILD_TOOL);
         assert_eq!(config.log_filter, "warn,index_on_push=info,index=info,registry=info");
         assert_eq!(config.registry_override, None);
-        assert_eq!(config.completion_event_bus, None);
+        assert_eq!((&config.completion_event_bus, &config.ztoc_cache_table), (&None, &None));
         let options = config.create_options();
         assert!(!options.force && options.platforms.is_empty());
     }
@@ -199,10 +228,12 @@ mod tests {
             ("SOCI_SPAN_SIZE", "65536"),
             ("SOCI_TAG_SUFFIX", ".lazy"),
             ("SOCI_CONCURRENCY", "3"),
+            ("SOCI_MAX_CONNECTIONS", "40"),
             ("SOCI_BUILD_TOOL_IDENTIFIER", "my builder"),
             ("LOG_LEVEL", "DEBUG"),
             ("SOCI_REGISTRY_URL", "http://127.0.0.1:5000/"),
             ("SOCI_COMPLETION_EVENT_BUS", "deployments"),
+            ("SOCI_ZTOC_CACHE_TABLE", "soci-ztoc-cache"),
         ])
         .unwrap();
         assert!(config.filters.selects("prod-api", "latest") && !config.filters.selects("prod-x", "latest"));
@@ -211,6 +242,7 @@ mod tests {
         assert_eq!(config.span_size, 65536);
         assert_eq!(config.tag_suffix, ".lazy");
         assert_eq!(config.concurrency, 3);
+        assert_eq!(config.max_connections, 40);
         assert_eq!(config.build_tool_identifier, "my builder");
         assert_eq!(config.log_filter, "warn,index_on_push=debug,index=debug,registry=debug");
         assert_eq!(
@@ -218,6 +250,7 @@ mod tests {
             Some(RegistryOverride { host: "127.0.0.1:5000".into(), plain_http: true })
         );
         assert_eq!(config.completion_event_bus.as_deref(), Some("deployments"));
+        assert_eq!(config.ztoc_cache_table.as_deref(), Some("soci-ztoc-cache"));
         let options = config.create_options();
         assert_eq!(
             (options.index_version, options.min_layer_size, options.span_size),
@@ -243,15 +276,16 @@ mod tests {
         let blank =
             config(&[("SOCI_TAG_SUFFIX", ""), ("SOCI_FILTERS", " "), ("SOCI_INDEX_VERSION", "")]).unwrap();
         assert_eq!((blank.tag_suffix.as_str(), blank.index_version), ("-soci", IndexVersion::V2));
-        // The template passes "" to turn the completion event off.
-        let off = config(&[("SOCI_COMPLETION_EVENT_BUS", "")]).unwrap();
-        assert_eq!(off.completion_event_bus, None);
-        let arns = config(&[(
-            "SOCI_COMPLETION_EVENT_BUS",
-            "arn:aws:events:eu-west-1:210987654321:event-bus/central",
-        )])
+        // The template passes "" to turn the completion event and the cache off.
+        let off = config(&[("SOCI_COMPLETION_EVENT_BUS", ""), ("SOCI_ZTOC_CACHE_TABLE", "")]).unwrap();
+        assert_eq!((off.completion_event_bus, off.ztoc_cache_table), (None, None));
+        let arns = config(&[
+            ("SOCI_COMPLETION_EVENT_BUS", "arn:aws:events:eu-west-1:210987654321:event-bus/central"),
+            ("SOCI_ZTOC_CACHE_TABLE", "arn:aws:dynamodb:us-east-1:123456789012:table/ztocs"),
+        ])
         .unwrap();
         assert!(arns.completion_event_bus.is_some_and(|bus| bus.ends_with("event-bus/central")));
+        assert!(arns.ztoc_cache_table.is_some_and(|table| table.ends_with("table/ztocs")));
     }
 
     #[test]
@@ -268,12 +302,15 @@ mod tests {
             ("SOCI_TAG_SUFFIX", "/soci", "A-Z a-z 0-9"),
             ("SOCI_CONCURRENCY", "0", "from 1 to 256"),
             ("SOCI_CONCURRENCY", "many", "from 1 to 256"),
+            ("SOCI_MAX_CONNECTIONS", "0", "from 1 to 1024"),
             ("LOG_LEVEL", "verbose", "expected trace, debug"),
             ("SOCI_REGISTRY_URL", "ftp://host", "http:// or https://"),
             ("SOCI_REGISTRY_URL", "http://host/path", "without a path"),
             ("SOCI_REGISTRY_URL", "http://", "without a path"),
             ("SOCI_COMPLETION_EVENT_BUS", "my bus", "expected an EventBridge bus name"),
             ("SOCI_COMPLETION_EVENT_BUS", "arn:aws:sqs:us-east-1:1:q", "expected an EventBridge bus name"),
+            ("SOCI_ZTOC_CACHE_TABLE", "ab", "expected a DynamoDB table name"),
+            ("SOCI_ZTOC_CACHE_TABLE", "zt\u{f6}cs", "expected a DynamoDB table name"),
         ];
         for (variable, value, expected) in cases {
             let error = config(&[(variable, value)]).unwrap_err();

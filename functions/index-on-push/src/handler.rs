@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use app::Registries;
-use index::{CreateReport, LayerReport, LayerResult, Observer, Outcome as CreateOutcome};
+use index::{CreateReport, LayerReport, LayerResult, Observer, Outcome as CreateOutcome, ZtocCache};
 
 use crate::completion::{CompletionError, CompletionEvents, Detail};
 use crate::config::Config;
@@ -23,6 +23,8 @@ pub struct Services<'a, R, E> {
     pub registries: &'a R,
     /// Where completion events go (when `SOCI_COMPLETION_EVENT_BUS` names a bus).
     pub completion: &'a E,
+    /// The zTOC cache (`SOCI_ZTOC_CACHE_TABLE`), if any.
+    pub ztoc_cache: Option<Arc<dyn ZtocCache>>,
 }
 
 /// The invocation an event came with.
@@ -151,7 +153,8 @@ async fn index_image<R: Registries, E>(
     services: &Services<'_, R, E>,
 ) -> Report {
     let registry = Arc::new(services.registries.open(&target.repository));
-    let options = config.create_options();
+    let mut options = config.create_options();
+    options.ztoc_cache = services.ztoc_cache.clone();
     let work =
         index::create(registry, &target.reference, target.tag.as_deref(), &options, Arc::new(LayerLog));
     let result = match invocation.deadline {

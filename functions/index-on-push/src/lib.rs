@@ -3,13 +3,14 @@
 //! EventBridge delivers ECR's `ECR Image Action` events; for each successful push the function decides
 //! from the event alone whether to index ([`plan`]: filters, soci-indexer's own output, media types),
 //! then runs the `index` pipeline against the account's ECR registry, logged in through
-//! `GetAuthorizationToken` ([`ecr`]), reports one log line and CloudWatch metrics ([`outcome`]) and puts
-//! a completion event on EventBridge ([`completion`]).
+//! `GetAuthorizationToken` ([`ecr`]), reusing zTOCs recorded in DynamoDB ([`cache`]), reports one log
+//! line and CloudWatch metrics ([`outcome`]) and puts a completion event on EventBridge ([`completion`]).
 //!
 //! `main.rs` only wires: [`config::Config::from_env`], then [`wiring`] builds the AWS SDK, the registry
-//! client and the EventBridge client once per execution environment, then every event goes through
-//! [`handler::invoke`].
+//! client, the EventBridge client and the zTOC cache once per execution environment, then every event
+//! goes through [`handler::invoke`].
 
+pub mod cache;
 pub mod completion;
 pub mod config;
 pub mod ecr;
@@ -22,6 +23,7 @@ pub mod plan;
 pub mod wiring;
 
 pub use app::{HttpRegistries, Registries};
+pub use cache::DynamoCache;
 pub use completion::{CompletionEvents, EventBridge};
 pub use config::{Config, ConfigError};
 pub use handler::{handle, invoke, Invocation, Services};

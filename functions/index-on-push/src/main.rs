@@ -1,6 +1,6 @@
 //! `index-on-push`: the Lambda function's entry point. It only wires: settings from the environment,
-//! the AWS SDK, the registry client and the EventBridge client (once, at cold start), then the runtime
-//! loop.
+//! the AWS SDK, the registry client, the EventBridge client and the zTOC cache (once, at cold start),
+//! then the runtime loop.
 
 use std::process::ExitCode;
 
@@ -53,11 +53,16 @@ async fn run(config: Config) -> Result<(), lambda_runtime::Error> {
     let sdk = wiring::aws_config_from_env().await;
     let (registries, _credentials) = wiring::registries(&config, &sdk)?;
     let completion = wiring::completion_events(&sdk);
-    let services = Services { registries: &registries, completion: &completion };
+    let services = Services {
+        registries: &registries,
+        completion: &completion,
+        ztoc_cache: wiring::ztoc_cache(&config, &sdk),
+    };
     tracing::debug!(
         index_version = ?config.index_version,
         registry_override = config.registry_override.as_ref().map(|r| r.host.as_str()),
         completion_event_bus = config.completion_event_bus.as_deref(),
+        ztoc_cache_table = config.ztoc_cache_table.as_deref(),
         "ready"
     );
     let config = &config;

@@ -1,10 +1,12 @@
 //! What is built once per execution environment: the AWS SDK configuration, the ECR client, the
-//! credential hook, the registry client and the EventBridge client.
+//! credential hook, the registry client, the EventBridge client and the zTOC cache.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 
+use crate::cache::DynamoCache;
 use crate::completion::EventBridge;
 use crate::config::Config;
 use crate::ecr::{EcrCredentials, EcrTokenSource};
@@ -13,14 +15,18 @@ use app::HttpRegistries;
 /// The User-Agent of registry requests.
 pub const USER_AGENT: &str = concat!("soci-indexer-lambda/", env!("CARGO_PKG_VERSION"));
 
+/// The most a zTOC cache request may take, retries included: a slow cache must not slow indexing
+/// down much (a miss only means building the zTOC).
+pub const CACHE_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The SDK's HTTPS client: hyper 1 and rustls on ring, the crypto the registry client uses too.
 pub fn http_client() -> aws_sdk_ecr::config::SharedHttpClient {
     aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).build_https()
 }
 
 /// The AWS SDK configuration from the environment (region, credentials, and the endpoint variables
-/// `AWS_ENDPOINT_URL_ECR`, `AWS_ENDPOINT_URL_EVENTBRIDGE` or `AWS_ENDPOINT_URL` for local stand-ins
-/// such as moto), with [`http_client`].
+/// `AWS_ENDPOINT_URL_ECR`, `AWS_ENDPOINT_URL_EVENTBRIDGE`, `AWS_ENDPOINT_URL_DYNAMODB` or
+/// `AWS_ENDPOINT_URL` for local stand-ins such as moto), with [`http_client`].
 pub async fn aws_config_from_env() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http_client()).load().await
 }
@@ -34,7 +40,8 @@ pub fn registries(
 ) -> Result<(HttpRegistries, Arc<EcrCredentials<EcrTokenSource>>), registry::Error> {
     let credentials = Arc::new(EcrCredentials::new(EcrTokenSource::new(aws_sdk_ecr::Client::new(sdk))));
     let plain_http = config.registry_override.as_ref().is_some_and(|r| r.plain_http);
-    let client = app::client(plain_http, USER_AGENT, credentials.clone())?;
+    let downloads = app::Downloads { max_connections: config.max_connections, ..app::Downloads::default() };
+    let client = app::client_with(plain_http, USER_AGENT, credentials.clone(), downloads)?;
     Ok((HttpRegistries::new(client), credentials))
 }
 
@@ -42,4 +49,14 @@ pub fn registries(
 /// names a bus; building the client does no I/O).
 pub fn completion_events(sdk: &aws_config::SdkConfig) -> EventBridge {
     EventBridge::new(aws_sdk_eventbridge::Client::new(sdk))
+}
+
+/// The zTOC cache in the DynamoDB table of `SOCI_ZTOC_CACHE_TABLE`, if set.
+pub fn ztoc_cache(config: &Config, sdk: &aws_config::SdkConfig) -> Option<Arc<dyn index::ZtocCache>> {
+    let table = config.ztoc_cache_table.as_deref()?;
+    let timeouts = aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+        .operation_timeout(CACHE_OPERATION_TIMEOUT)
+        .build();
+    let dynamodb = aws_sdk_dynamodb::config::Builder::from(sdk).timeout_config(timeouts).build();
+    Some(Arc::new(DynamoCache::new(aws_sdk_dynamodb::Client::from_conf(dynamodb), table)))
 }

@@ -3,7 +3,8 @@
 //! `GetAuthorizationToken`, an image pushed, and the handler invoked with push events, wired exactly as
 //! `main.rs` wires it (`SOCI_REGISTRY_URL` moves the registry, the login still goes through ECR).
 //!
-//! moto also plays EventBridge (a rule delivering completion events to an SQS queue).
+//! moto also plays EventBridge (a rule delivering completion events to an SQS queue) and DynamoDB (the
+//! zTOC cache table).
 //!
 //! Needs `docker-registry` (apt) and `moto_server` (pip install 'moto[server]'); `.ci/run` installs both.
 
@@ -132,7 +133,7 @@ fn push_event(tag: &str, digest: &str, media_types: Option<(&str, Option<&str>)>
 
 async fn invoke(event: &Value, config: &Config, registries: &HttpRegistries, request_id: &str) -> Report {
     let events = wiring::completion_events(&aws_config::SdkConfig::builder().build());
-    let services = Services { registries, completion: &events };
+    let services = Services { registries, completion: &events, ztoc_cache: None };
     invoke_with(event, config, &services, request_id).await
 }
 
@@ -316,7 +317,7 @@ async fn each_push_event_puts_one_completion_event_that_an_eventbridge_rule_deli
     let config = world.config(&[("SOCI_COMPLETION_EVENT_BUS", "default")]);
     let (registries, _) = world.deps(&config).await;
     let events = wiring::completion_events(&sdk);
-    let services = Services { registries: &registries, completion: &events };
+    let services = Services { registries: &registries, completion: &events, ztoc_cache: None };
     let digest = world.push(&test_image(), "1.0").await;
 
     let report = invoke_with(&push_event("1.0", &digest, None), &config, &services, "first").await;
@@ -382,7 +383,7 @@ async fn an_event_bus_that_cannot_be_reached_or_does_not_exist_leaves_the_image_
     // EventBridge's endpoint is a closed port: the SDK's retries, then the failure is noted.
     let down = aws_sdk_eventbridge::config::Builder::from(&sdk).endpoint_url(aws::closed_port()).build();
     let events = EventBridge::new(aws_sdk_eventbridge::Client::from_conf(down));
-    let services = Services { registries: &registries, completion: &events };
+    let services = Services { registries: &registries, completion: &events, ztoc_cache: None };
     let config = world.config(&[("SOCI_COMPLETION_EVENT_BUS", "default")]);
     let report = invoke_with(&push_event("1.0", &digest, None), &config, &services, "down").await;
     assert_eq!((report.outcome, report.retry), (Outcome::Indexed, false), "{report:?}");
@@ -392,8 +393,107 @@ async fn an_event_bus_that_cannot_be_reached_or_does_not_exist_leaves_the_image_
 
     // moto answers, but the bus does not exist.
     let events = wiring::completion_events(&sdk);
-    let services = Services { registries: &registries, completion: &events };
+    let services = Services { registries: &registries, completion: &events, ztoc_cache: None };
     let config = world.config(&[("SOCI_COMPLETION_EVENT_BUS", "no-such-bus"), ("SOCI_TAG_SUFFIX", "-lazy")]);
     let report = invoke_with(&push_event("1.0", &digest, None), &config, &services, "unknown-bus").await;
     assert_eq!((report.outcome, report.completion_event_failed), (Outcome::Indexed, true), "{report:?}");
+}
+
+/// Two images, each with its own layer over a shared one.
+fn images_sharing_a_layer() -> (TestImage, TestImage) {
+    let config = LayerConfig { entries: 80, max_file_size: 256 * 1024, pax_percent: 10 };
+    let shared = TestLayer::gzip(21, &config, 6, false);
+    let single = |own: u64| {
+        image(
+            Style::Oci,
+            vec![("linux/amd64".into(), vec![shared.clone(), TestLayer::gzip(own, &config, 6, false)])],
+            false,
+            false,
+        )
+    };
+    (single(22), single(23))
+}
+
+fn push_event_in(repository: &str, tag: &str, digest: &str) -> Value {
+    let mut event = push_event(tag, digest, None);
+    event["detail"]["repository-name"] = json!(repository);
+    event
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layer_shared_by_two_images_is_built_once_through_the_dynamodb_cache() {
+    let world = world().await;
+    let sdk = aws::sdk(&world.moto.url()).await;
+    aws::create_cache_table(&sdk).await;
+    let config = world.config(&[("SOCI_ZTOC_CACHE_TABLE", aws::CACHE_TABLE)]);
+    let (registries, _) = world.deps(&config).await;
+    let events = wiring::completion_events(&sdk);
+    let cached = Services {
+        registries: &registries,
+        completion: &events,
+        ztoc_cache: wiring::ztoc_cache(&config, &sdk),
+    };
+    assert!(cached.ztoc_cache.is_some());
+    let (first, second) = images_sharing_a_layer();
+    let first_digest = world.push_to("team/base", &first, "1.0").await;
+    let second_digest = world.push_to("team/app", &second, "1.0").await;
+
+    let report =
+        invoke_with(&push_event_in("team/base", "1.0", &first_digest), &config, &cached, "first").await;
+    assert_eq!(report.outcome, Outcome::Indexed, "{report:?}");
+    assert_eq!((report.layers_indexed, report.layers_reused), (2, 0), "{report:?}");
+    let items = aws::cache_items(&sdk).await;
+    assert_eq!(items.len(), 2, "one item per zTOC built: {items:#?}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    for item in &items {
+        assert!(item["pk"].as_s().unwrap().starts_with("ztoc/v"), "{item:?}");
+        assert_eq!(item["repository"].as_s().unwrap(), "team/base");
+        assert_eq!(item["registry"].as_s().unwrap(), &world.registry.host());
+        let expires_at: u64 = item["expires_at"].as_n().unwrap().parse().unwrap();
+        let thirty_days = 30 * 24 * 3600;
+        assert!(
+            (now + thirty_days - 60..=now + thirty_days + 60).contains(&expires_at),
+            "{expires_at} vs {now}"
+        );
+    }
+
+    // The second image in another repository: the shared layer's zTOC is mounted, not built.
+    let report =
+        invoke_with(&push_event_in("team/app", "1.0", &second_digest), &config, &cached, "second").await;
+    assert_eq!(report.outcome, Outcome::Indexed, "{report:?}");
+    assert_eq!((report.layers_indexed, report.layers_reused), (1, 1), "{report:?}");
+    assert_eq!(aws::cache_items(&sdk).await.len(), 3);
+
+    // The same image indexed without the cache: the same SOCI index and image index, byte for byte.
+    let uncached = Services { registries: &registries, completion: &events, ztoc_cache: None };
+    let no_cache = world.config(&[]);
+    world.push_to("team/fresh", &second, "1.0").await;
+    let fresh =
+        invoke_with(&push_event_in("team/fresh", "1.0", &second_digest), &no_cache, &uncached, "fresh").await;
+    assert_eq!(
+        (fresh.outcome, fresh.layers_indexed, fresh.layers_reused),
+        (Outcome::Indexed, 2, 0),
+        "{fresh:?}"
+    );
+    assert_eq!(fresh.soci_indexes, report.soci_indexes);
+    assert_eq!(fresh.index_digest, report.index_digest);
+    assert_eq!(aws::cache_items(&sdk).await.len(), 3, "the cache-less build wrote nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_table_that_does_not_exist_only_means_building() {
+    let world = world().await;
+    let sdk = aws::sdk(&world.moto.url()).await;
+    let config = world.config(&[("SOCI_ZTOC_CACHE_TABLE", "no-such-table")]);
+    let (registries, _) = world.deps(&config).await;
+    let events = wiring::completion_events(&sdk);
+    let services = Services {
+        registries: &registries,
+        completion: &events,
+        ztoc_cache: wiring::ztoc_cache(&config, &sdk),
+    };
+    let digest = world.push(&test_image(), "1.0").await;
+    let report = invoke_with(&push_event("1.0", &digest, None), &config, &services, "no-table").await;
+    assert_eq!((report.outcome, report.retry), (Outcome::Indexed, false), "{report:?}");
+    assert_eq!((report.layers_indexed, report.layers_reused), (2, 0), "{report:?}");
 }

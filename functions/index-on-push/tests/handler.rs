@@ -94,7 +94,7 @@ fn services<'a>(
     registries: &'a FakeRegistries,
     events: &'a Recorder,
 ) -> Services<'a, FakeRegistries, Recorder> {
-    Services { registries, completion: events }
+    Services { registries, completion: events, ztoc_cache: None }
 }
 
 /// Stores `image` in `fake` under `tag`; returns the image's digest.

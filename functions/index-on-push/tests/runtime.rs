@@ -2,7 +2,8 @@
 //! wiring from real environment variables (`SOCI_REGISTRY_URL`, `AWS_ENDPOINT_URL_ECR` to moto), events
 //! answered with their report, the JSON log and EMF lines on stdout, and settings errors at cold start.
 //!
-//! The completion events reach moto through `AWS_ENDPOINT_URL_EVENTBRIDGE`.
+//! The completion events and the zTOC cache reach moto through `AWS_ENDPOINT_URL_EVENTBRIDGE` and
+//! `AWS_ENDPOINT_URL_DYNAMODB`.
 //!
 //! Set `INDEX_ON_PUSH_BIN` to run another build of the binary (e.g. the release one, to measure its cold
 //! start); the timings are printed (`cargo test -p index-on-push --test runtime -- --nocapture`).
@@ -528,19 +529,23 @@ async fn serve_events(
 }
 
 /// Through the SDK's endpoint variables, as a local run sets them: a push event puts one completion event
-/// (delivered by a rule to a queue); with EventBridge down, the image is indexed all the same and the
-/// failure is logged and counted.
+/// (delivered by a rule to a queue) and records its zTOC in the cache table, which another execution
+/// environment then reuses; with EventBridge down, the image is indexed all the same and the failure is
+/// logged and counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_binary_reaches_eventbridge_through_the_endpoint_variable() {
+async fn the_binary_reaches_eventbridge_and_dynamodb_through_the_endpoint_variables() {
     let moto = MotoServer::start().await.unwrap();
     let sdk = aws::sdk(&moto.url()).await;
+    aws::create_cache_table(&sdk).await;
     let queue = aws::Queue::for_rule(&sdk, "soci", &json!({"source": ["soci-indexer"]})).await;
     let sample = Sample::start().await;
     let vars = |events_endpoint: String, tag_suffix: &str| {
         vec![
             ("AWS_ENDPOINT_URL_ECR", moto.url()),
             ("AWS_ENDPOINT_URL_EVENTBRIDGE", events_endpoint),
+            ("AWS_ENDPOINT_URL_DYNAMODB", moto.url()),
             ("SOCI_COMPLETION_EVENT_BUS", "default".to_owned()),
+            ("SOCI_ZTOC_CACHE_TABLE", aws::CACHE_TABLE.to_owned()),
             ("SOCI_REGISTRY_URL", sample.registry.url()),
             ("SOCI_MIN_LAYER_SIZE", "50000".to_owned()),
             ("SOCI_SPAN_SIZE", "65536".to_owned()),
@@ -562,14 +567,20 @@ async fn the_binary_reaches_eventbridge_through_the_endpoint_variable() {
     let detail = &messages[0]["detail"];
     assert_eq!((&detail["repository-name"], &detail["outcome"]), (&json!("sample/app"), &json!("indexed")));
     assert_eq!((&detail["image-digest"], &detail["soci-tag"]), (&json!(sample.digest), &json!("v1-soci")));
+    assert_eq!(aws::cache_items(&sdk).await.len(), 1, "the layer's zTOC is in the table");
 
-    // EventBridge unreachable, another suffix (so: indexed again).
+    // Another execution environment, EventBridge unreachable, another suffix (so: indexed again).
     let mut api = RuntimeApi::start().await;
     let closed = aws::closed_port();
     let (answers, printed) =
         serve_events(&mut api, &vars(closed, "-lazy"), &[("req-2", sample.event())]).await;
     let Answer::Response { body, .. } = &answers[0] else { panic!("{answers:?}\n{printed}") };
     assert_eq!(body["outcome"], "indexed", "{body}\n{printed}");
+    assert_eq!(
+        (&body["layers_reused"], &body["layers_indexed"]),
+        (&json!(1), &json!(0)),
+        "the cache: {body}"
+    );
     assert_eq!(body["completion_event_failed"], true, "{body}");
     assert!(sample.client.get_manifest(&sample.repository, "v1-lazy").await.is_ok());
     let lines: Vec<Value> = printed.lines().filter_map(|line| serde_json::from_str(line).ok()).collect();

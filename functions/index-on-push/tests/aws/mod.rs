@@ -1,12 +1,20 @@
-//! The AWS side of the end-to-end tests, all in moto's server: the SDK pointed at it and an EventBridge
-//! rule that delivers what it matches to an SQS queue.
+//! The AWS side of the end-to-end tests, all in moto's server: the SDK pointed at it, an EventBridge
+//! rule that delivers what it matches to an SQS queue, and the zTOC cache table.
 // Shared by two test binaries, each using part of it.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
+
 use aws_config::SdkConfig;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
 use aws_sdk_sqs::types::QueueAttributeName;
 use index_on_push::wiring;
 use serde_json::Value;
+
+/// The zTOC cache table the tests create.
+pub const CACHE_TABLE: &str = "soci-ztoc-cache";
 
 /// The SDK configuration `main.rs` builds, with every service at `endpoint` (as `AWS_ENDPOINT_URL`
 /// does) and test credentials.
@@ -71,6 +79,32 @@ impl Queue {
             }
         }
     }
+}
+
+/// The zTOC cache table, as the template declares it: partition key `pk` (S), on demand.
+pub async fn create_cache_table(sdk: &SdkConfig) {
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    dynamodb
+        .create_table()
+        .table_name(CACHE_TABLE)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().unwrap())
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Every item of the cache table.
+pub async fn cache_items(sdk: &SdkConfig) -> Vec<HashMap<String, AttributeValue>> {
+    let scan = aws_sdk_dynamodb::Client::new(sdk).scan().table_name(CACHE_TABLE).send().await.unwrap();
+    scan.items().to_vec()
 }
 
 /// A loopback address nothing listens on.

@@ -349,7 +349,10 @@ async fn each_push_event_puts_one_completion_event_that_an_eventbridge_rule_deli
             "retry": false,
         })
     );
-    assert_eq!(indexed.take().await, messages, "the README's rule matches it");
+    // The same event (moto stamps each rule's copy with its own time: compare the rest).
+    let matched = indexed.take().await;
+    assert_eq!(matched.len(), 1, "the README's rule matches it: {matched:#?}");
+    assert_eq!((&matched[0]["id"], &matched[0]["detail"]), (&event["id"], detail));
 
     // The duplicate push event: a `skipped` event, which the README's rule leaves out.
     let report = invoke_with(&push_event("1.0", &digest, None), &config, &services, "duplicate").await;

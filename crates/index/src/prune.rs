@@ -284,3 +284,28 @@ pub async fn remove_replaced<R: Registry>(
     self::remove(registry, &orphan).await?;
     Ok(remove)
 }
+
+/// Removes `<tag><suffix>` and what it alone references, if `tag` is gone and it is SOCI output (the
+/// Lambda's answer to the deletion of one tag). `Ok(None)`: nothing to remove (the tag exists again,
+/// or there is no SOCI output for it); `Err(reason)` inside: why it stays.
+pub async fn prune_tag<R: Registry>(
+    registry: &R,
+    tag: &str,
+    tag_suffix: &str,
+    dry_run: bool,
+) -> Result<Option<Result<Orphan, String>>, Error> {
+    let tags = registry.list_tags().await.map_err(registry_error("listing tags"))?;
+    let soci_tag = format!("{tag}{tag_suffix}");
+    if tags.iter().any(|t| t == tag) || !tags.contains(&soci_tag) {
+        return Ok(None);
+    }
+    let live = live_soci_references(registry, &tags, tag_suffix).await?;
+    let mut found = v2_orphan(registry, &soci_tag, tag, &live).await?;
+    if let Ok(orphan) = &mut found {
+        if !dry_run {
+            remove(registry, orphan).await?;
+            orphan.removed = true;
+        }
+    }
+    Ok(Some(found))
+}

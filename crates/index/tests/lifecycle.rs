@@ -206,3 +206,21 @@ async fn a_registry_that_refuses_deletion_is_a_named_error_and_nothing_is_remove
     assert!(err.to_string().contains("refused to delete"), "{err}");
     assert!(registry.manifest("gone-soci").is_some());
 }
+
+#[tokio::test]
+async fn prune_tag_removes_one_deleted_tags_index_only() {
+    use index::prune::prune_tag;
+    let registry = MemoryRegistry::with_deletes();
+    load(&registry, &one_layer(40), "a");
+    load(&registry, &one_layer(41), "b");
+    create(&registry, "a", IndexVersion::V2).await;
+    create(&registry, "b", IndexVersion::V2).await;
+    assert!(prune_tag(&registry, "a", "-soci", false).await.unwrap().is_none(), "a still exists");
+    registry.remove_tag("a");
+    registry.remove_tag("b");
+    let removed = prune_tag(&registry, "a", "-soci", false).await.unwrap().unwrap().unwrap();
+    assert!(removed.removed && removed.tag == "a-soci");
+    assert!(registry.manifest("a-soci").is_none());
+    assert!(registry.manifest("b-soci").is_some(), "only the deleted tag's index");
+    assert!(prune_tag(&registry, "a", "-soci", false).await.unwrap().is_none(), "nothing left to do");
+}

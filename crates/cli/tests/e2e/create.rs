@@ -261,8 +261,17 @@ async fn bad_references_and_credentials_are_named() {
     let registry = LocalRegistry::start_with_basic_auth(USER, PASSWORD).await.unwrap();
     let client = client(true);
     push_image(&client, &Repository::new(registry.host(), "app").unwrap(), &test_image(), "t").await;
-    let (ok, _, stderr) = create(&registry.host(), "app:missing", &[]);
+    let (ok, stdout, stderr) = create(&registry.host(), "app:missing", &[]);
     assert!(!ok && stderr.contains("not found"), "{stderr}");
+    // --json: scripts read a JSON error object on stdout, naming the full reference.
+    let error: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout:?}"));
+    assert_eq!(error["reference"], format!("{}/app:missing", registry.host()));
+    assert!(error["error"].as_str().unwrap().contains("not found"), "{error}");
+    let (ok, stdout, stderr) = create(&registry.host(), "app:t", &[]);
+    assert!(ok, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["reference"], format!("{}/app:t", registry.host()), "the full reference, not the tag");
     let (ok, _, stderr) = create(&registry.host(), "nothere:t", &[]);
     assert!(!ok && stderr.contains("not found"), "{stderr}");
 

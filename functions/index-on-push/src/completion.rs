@@ -19,7 +19,7 @@ pub const SOURCE: &str = "soci-indexer";
 /// The event's `detail-type`.
 pub const DETAIL_TYPE: &str = "SOCI Index Action";
 
-/// The event's `detail`: what came of one ECR push event. Texts are the report's, bounded.
+/// The event's `detail`: what came of one ECR push or delete event. Texts are the report's, bounded.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Detail {
@@ -29,7 +29,7 @@ pub struct Detail {
     pub image_digest: Option<String>,
     /// The pushed tag, from the ECR event (`null` for a push by digest).
     pub image_tag: Option<String>,
-    /// `indexed`, `skipped` or `failed`.
+    /// `indexed`, `skipped`, `failed` or `pruned` (a deletion's SOCI output removed).
     pub outcome: Outcome,
     /// Why it was skipped or failed (or a note on an indexed image).
     pub reason: Option<String>,

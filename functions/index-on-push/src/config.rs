@@ -23,6 +23,8 @@ pub struct Config {
     pub min_layer_size: u64,
     /// `SOCI_SPAN_SIZE`: uncompressed bytes between zTOC checkpoints (default 4 MiB).
     pub span_size: u64,
+    /// `SOCI_MAX_ZTOC_SIZE`: a layer whose zTOC would be larger is left out (default 128 MiB).
+    pub max_ztoc_size: u64,
     /// `SOCI_TAG_SUFFIX`: v2 pushes `<tag><suffix>` (default `-soci`); tags ending in it are skipped.
     pub tag_suffix: String,
     /// `SOCI_CONCURRENCY`: layers built at once (default: one per core).
@@ -41,6 +43,9 @@ pub struct Config {
     /// `SOCI_ZTOC_CACHE_TABLE`: the DynamoDB table (name or ARN) of the zTOC cache; unset or empty: no
     /// cache, every layer is built.
     pub ztoc_cache_table: Option<String>,
+    /// `SOCI_RECONCILE_QUEUE_URL`: the SQS queue a reconcile request fills with one message per
+    /// repository, and which the function consumes; unset or empty: reconcile requests fail.
+    pub reconcile_queue_url: Option<String>,
 }
 
 /// A setting that cannot be used.
@@ -94,6 +99,8 @@ impl Config {
             .unwrap_or(index::DEFAULT_MIN_LAYER_SIZE);
         let span_size =
             read(parsed("SOCI_SPAN_SIZE"), settings::parse_span_size)?.unwrap_or(ztoc::DEFAULT_SPAN_SIZE);
+        let max_ztoc_size = read(parsed("SOCI_MAX_ZTOC_SIZE"), |v| settings::parse_bytes(v, 1))?
+            .unwrap_or(index::DEFAULT_MAX_ZTOC_SIZE);
         let tag_suffix = read(parsed("SOCI_TAG_SUFFIX"), settings::parse_tag_suffix)?
             .unwrap_or_else(|| index::DEFAULT_TAG_SUFFIX.into());
         let concurrency = read(parsed("SOCI_CONCURRENCY"), settings::parse_concurrency)?
@@ -106,11 +113,13 @@ impl Config {
         let registry_override = read(parsed("SOCI_REGISTRY_URL"), RegistryOverride::parse)?;
         let completion_event_bus = read(parsed("SOCI_COMPLETION_EVENT_BUS"), parse_event_bus)?;
         let ztoc_cache_table = read(parsed("SOCI_ZTOC_CACHE_TABLE"), parse_table)?;
+        let reconcile_queue_url = read(parsed("SOCI_RECONCILE_QUEUE_URL"), parse_queue_url)?;
         Ok(Config {
             filters,
             index_version,
             min_layer_size,
             span_size,
+            max_ztoc_size,
             tag_suffix,
             concurrency,
             max_connections,
@@ -119,16 +128,18 @@ impl Config {
             registry_override,
             completion_event_bus,
             ztoc_cache_table,
+            reconcile_queue_url,
         })
     }
 
     /// What `index::create` is asked to make: the engine's defaults for what no setting names (every
-    /// platform, no rebuild, the zTOC size limit), no zTOC cache (the handler adds it).
+    /// platform, no rebuild), no zTOC cache (the handler adds it).
     pub fn create_options(&self) -> CreateOptions {
         CreateOptions {
             index_version: self.index_version,
             min_layer_size: self.min_layer_size,
             span_size: self.span_size,
+            max_ztoc_size: self.max_ztoc_size,
             tag_suffix: self.tag_suffix.clone(),
             concurrency: self.concurrency,
             ..CreateOptions::new(self.build_tool_identifier.clone())
@@ -150,6 +161,21 @@ fn parse_event_bus(text: &str) -> Result<String, SettingError> {
         Err(SettingError(format!(
             "expected an EventBridge bus name (e.g. default) or ARN (arn:aws:events:REGION:ACCOUNT:event-bus/NAME), \
              got {text:?}"
+        )))
+    }
+}
+
+/// An SQS queue URL (`https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`, or a local stand-in's).
+fn parse_queue_url(text: &str) -> Result<String, SettingError> {
+    let valid = (text.starts_with("https://") || text.starts_with("http://"))
+        && text.len() <= 2048
+        && !text.contains(char::is_whitespace)
+        && text.rsplit('/').next().is_some_and(|name| !name.is_empty());
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(SettingError(format!(
+            "expected an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME), got {text:?}"
         )))
     }
 }
@@ -215,8 +241,11 @@ mod tests {
         assert_eq!(config.log_filter, "warn,index_on_push=info,index=info,registry=info");
         assert_eq!(config.registry_override, None);
         assert_eq!((&config.completion_event_bus, &config.ztoc_cache_table), (&None, &None));
+        assert_eq!(config.reconcile_queue_url, None);
+        assert_eq!(config.max_ztoc_size, index::DEFAULT_MAX_ZTOC_SIZE);
         let options = config.create_options();
         assert!(!options.force && options.platforms.is_empty());
+        assert_eq!(options.max_ztoc_size, index::DEFAULT_MAX_ZTOC_SIZE);
     }
 
     #[test]
@@ -234,8 +263,13 @@ mod tests {
             ("SOCI_REGISTRY_URL", "http://127.0.0.1:5000/"),
             ("SOCI_COMPLETION_EVENT_BUS", "deployments"),
             ("SOCI_ZTOC_CACHE_TABLE", "soci-ztoc-cache"),
+            ("SOCI_MAX_ZTOC_SIZE", "64MiB"),
+            ("SOCI_RECONCILE_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/work"),
         ])
         .unwrap();
+        assert_eq!(config.max_ztoc_size, 64 << 20);
+        assert_eq!(config.create_options().max_ztoc_size, 64 << 20);
+        assert!(config.reconcile_queue_url.as_deref().is_some_and(|url| url.ends_with("/work")));
         assert!(config.filters.selects("prod-api", "latest") && !config.filters.selects("prod-x", "latest"));
         assert_eq!(config.index_version, IndexVersion::V1);
         assert_eq!(config.min_layer_size, 5 << 20);
@@ -310,6 +344,9 @@ mod tests {
             ("SOCI_COMPLETION_EVENT_BUS", "my bus", "expected an EventBridge bus name"),
             ("SOCI_COMPLETION_EVENT_BUS", "arn:aws:sqs:us-east-1:1:q", "expected an EventBridge bus name"),
             ("SOCI_ZTOC_CACHE_TABLE", "ab", "expected a DynamoDB table name"),
+            ("SOCI_MAX_ZTOC_SIZE", "big", "expected a number of bytes"),
+            ("SOCI_MAX_ZTOC_SIZE", "0", "at least 1"),
+            ("SOCI_RECONCILE_QUEUE_URL", "work-queue", "expected an SQS queue URL"),
             ("SOCI_ZTOC_CACHE_TABLE", "zt\u{f6}cs", "expected a DynamoDB table name"),
         ];
         for (variable, value, expected) in cases {

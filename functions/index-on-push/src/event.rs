@@ -78,6 +78,85 @@ fn non_empty(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }
 
+/// The `detail-type` of CloudTrail's records of AWS service events, which CloudTrail puts on the
+/// default bus: ECR's lifecycle policy runs among them.
+pub const SERVICE_EVENT_DETAIL_TYPE: &str = "AWS Service Event via CloudTrail";
+
+/// CloudTrail's `eventName` of an ECR lifecycle policy run that expired images.
+pub const POLICY_EXECUTION_EVENT: &str = "PolicyExecutionEvent";
+
+/// An ECR lifecycle policy expiry as CloudTrail records it (`eventName` `PolicyExecutionEvent`,
+/// `serviceEventDetails.repositoryName`, `lifecycleEventImageActions[].lifecycleEventImage`), reduced
+/// to what the function uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LifecycleExpiry {
+    /// The account, from the event.
+    pub account: Option<String>,
+    /// The region, from the event.
+    pub region: Option<String>,
+    /// The repository whose images expired.
+    pub repository_name: String,
+    /// The tags the expired images had.
+    pub tags: Vec<String>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CloudTrailDetail {
+    #[serde(default)]
+    event_name: String,
+    #[serde(default)]
+    service_event_details: Option<ServiceEventDetails>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ServiceEventDetails {
+    #[serde(default)]
+    repository_name: String,
+    #[serde(default)]
+    lifecycle_event_image_actions: Vec<ImageActionEntry>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ImageActionEntry {
+    #[serde(default)]
+    lifecycle_event_image: Option<LifecycleImage>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LifecycleImage {
+    #[serde(default)]
+    tag_list: Vec<String>,
+}
+
+/// The lifecycle expiry in `payload`, if it is one (source `aws.ecr`, detail-type
+/// [`SERVICE_EVENT_DETAIL_TYPE`], `eventName` [`POLICY_EXECUTION_EVENT`]).
+pub fn parse_lifecycle(payload: &serde_json::Value) -> Option<LifecycleExpiry> {
+    let event = EventBridgeEvent::<CloudTrailDetail>::deserialize(payload).ok()?;
+    if event.source != SOURCE
+        || event.detail_type != SERVICE_EVENT_DETAIL_TYPE
+        || event.detail.event_name != POLICY_EXECUTION_EVENT
+    {
+        return None;
+    }
+    let details = event.detail.service_event_details?;
+    let tags = details
+        .lifecycle_event_image_actions
+        .into_iter()
+        .filter_map(|action| action.lifecycle_event_image)
+        .flat_map(|image| image.tag_list)
+        .collect();
+    Some(LifecycleExpiry {
+        account: event.account,
+        region: event.region,
+        repository_name: details.repository_name,
+        tags,
+    })
+}
+
 /// Reads an event from the invocation payload; the error says why it is not an ECR image action.
 pub fn parse(payload: &serde_json::Value) -> Result<EcrEvent, String> {
     EcrEvent::deserialize(payload).map_err(|e| format!("not an EventBridge ECR Image Action event: {e}"))
@@ -134,6 +213,30 @@ mod tests {
         let scan = fixture("scan-event.json");
         assert_eq!(scan.detail_type, "ECR Image Scan");
         assert_eq!(scan.detail.action_type, "");
+    }
+
+    #[test]
+    fn a_lifecycle_expiry_recorded_by_cloudtrail() {
+        let payload: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(format!(
+                "{}/fixtures/lifecycle-expiry-event.json",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let expiry = parse_lifecycle(&payload).unwrap();
+        assert_eq!(expiry.repository_name, "soci-sample/app");
+        assert_eq!(expiry.tags, ["1.0", "1.1"]);
+        assert_eq!(
+            (expiry.account.as_deref(), expiry.region.as_deref()),
+            (Some("123456789012"), Some("us-east-1"))
+        );
+        // Image actions are not lifecycle expiries, and the other way round the planner skips them.
+        assert_eq!(parse_lifecycle(&serde_json::to_value(fixture("delete-event.json")).unwrap()), None);
+        let mut other = payload.clone();
+        other["detail"]["eventName"] = "PutLifecyclePolicy".into();
+        assert_eq!(parse_lifecycle(&other), None);
     }
 
     #[test]

@@ -94,9 +94,53 @@ impl Filters {
         self.check(repository, tag).is_ok()
     }
 
+    /// Whether some tag of `repository` may be selected, for listing repositories to reconcile. A glob
+    /// with a literal `:` (outside `[...]`) settles it by its repository part, since neither repository
+    /// names nor tags hold a `:`; one without is assumed to match (the tags are checked one by one later).
+    /// An exclusion whose repository part matches and whose tag part is `*` rules the repository out, as
+    /// does one without `:` that ends in `*` and matches the name (its `*` takes `:TAG` too).
+    pub fn may_select_repository(&self, repository: &str) -> bool {
+        let included = self.include.iter().any(|glob| match split_at_colon(glob.as_str()) {
+            Some((repo, _)) => Glob::new(repo).matches(repository),
+            None => true,
+        });
+        let excluded = self.exclude.iter().any(|glob| match split_at_colon(glob.as_str()) {
+            Some((repo, tag)) => tag == "*" && Glob::new(repo).matches(repository),
+            None => glob.as_str().ends_with('*') && glob.matches(repository),
+        });
+        included && !excluded
+    }
+
     fn describe_include(&self) -> String {
         self.include.iter().map(Glob::as_str).collect::<Vec<_>>().join(",")
     }
+}
+
+/// `pattern` split at its first `:` outside a `[...]` set (fnmatch's rules: `]` right after `[` or
+/// `[!` is a member; an unclosed `[` is literal).
+fn split_at_colon(pattern: &str) -> Option<(&str, &str)> {
+    let bytes = pattern.as_bytes();
+    let mut at = 0;
+    while at < bytes.len() {
+        match bytes[at] {
+            b':' => return Some((&pattern[..at], &pattern[at + 1..])),
+            b'[' => {
+                let mut end = at + 1;
+                if bytes.get(end) == Some(&b'!') {
+                    end += 1;
+                }
+                if bytes.get(end) == Some(&b']') {
+                    end += 1;
+                }
+                match bytes[end.min(bytes.len())..].iter().position(|&b| b == b']') {
+                    Some(close) => at = end + close + 1,
+                    None => at += 1,
+                }
+            }
+            _ => at += 1,
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -139,6 +183,31 @@ mod tests {
         assert_eq!(Filters::parse("").unwrap(), Filters::default());
         assert_eq!(Filters::parse(" , ,").unwrap(), Filters::default());
         assert!(Filters::default().selects("any/repo", "any-tag"));
+    }
+
+    #[test]
+    fn repositories_to_reconcile_follow_the_repository_part() {
+        let table: &[(&str, &str, bool)] = &[
+            ("*:*", "any/repo", true),
+            ("team/*:*", "team/app", true),
+            ("team/*:*", "other/app", false),
+            ("prod*:latest", "prod-api", true),
+            ("prod*:latest", "dev", false),
+            ("app[:]x:*", "app", false),
+            ("app[:]x", "app", true),
+            // No literal colon: assumed to match.
+            ("te*st", "team", true),
+            ("*:*,!scratch/*", "scratch/tmp", false),
+            ("*:*,!scratch/*:*", "scratch/tmp", false),
+            ("*:*,!scratch/*:*-debug", "scratch/tmp", true),
+            ("*:*,!*:*-debug", "team/app", true),
+        ];
+        for (filters, repository, expected) in table {
+            let filters = Filters::parse(filters).unwrap();
+            assert_eq!(filters.may_select_repository(repository), *expected, "{filters:?} {repository}");
+        }
+        assert_eq!(split_at_colon("a[]:]b:c"), Some(("a[]:]b", "c")));
+        assert_eq!(split_at_colon("a[:b"), Some(("a[", "b")));
     }
 
     #[test]

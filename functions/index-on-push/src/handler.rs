@@ -95,21 +95,22 @@ pub async fn handle<R: Registries, E: CompletionEvents>(
     services: &Services<'_, R, E>,
 ) -> Report {
     let started = Instant::now();
-    let (mut report, announce) = match event::parse(payload) {
-        Ok(event) => {
-            let mut report = Report::new(invocation.request_id.clone(), event.detail.repository_name.clone());
-            report.digest = event.detail.digest().map(str::to_owned);
-            report.tag = event.detail.tag().map(str::to_owned);
-            let report = match plan::plan(&event, config) {
-                Plan::Skip { reason } => report.skipped(reason),
-                Plan::Index(target) => {
-                    report.registry = Some(target.repository.registry().to_owned());
-                    index_image(report, &target, invocation, config, services).await
-                }
-            };
-            (report, true)
+    let request_id = invocation.request_id.clone();
+    let (mut report, announce) = if let Some(expiry) = event::parse_lifecycle(payload) {
+        let report = Report::new(request_id, expiry.repository_name.clone());
+        let planned = plan::plan_lifecycle(&expiry, config);
+        (carry_out(report, planned, invocation, config, services).await, true)
+    } else {
+        match event::parse(payload) {
+            Ok(event) => {
+                let mut report = Report::new(request_id, event.detail.repository_name.clone());
+                report.digest = event.detail.digest().map(str::to_owned);
+                report.tag = event.detail.tag().map(str::to_owned);
+                let planned = plan::plan(&event, config);
+                (carry_out(report, planned, invocation, config, services).await, true)
+            }
+            Err(reason) => (Report::new(request_id, "").skipped(reason), false),
         }
-        Err(reason) => (Report::new(invocation.request_id.clone(), "").skipped(reason), false),
     };
     report.duration_ms = started.elapsed().as_millis() as u64;
     // Everything echoed came from the event: bounded for the log line, the answer and the event.
@@ -145,6 +146,94 @@ async fn put_completion_event<E: CompletionEvents>(
     }
 }
 
+/// Does what was planned.
+async fn carry_out<R: Registries, E>(
+    mut report: Report,
+    planned: Plan,
+    invocation: &Invocation,
+    config: &Config,
+    services: &Services<'_, R, E>,
+) -> Report {
+    match planned {
+        Plan::Skip { reason } => report.skipped(reason),
+        Plan::Index(target) => {
+            report.registry = Some(target.repository.registry().to_owned());
+            index_image(report, &target, invocation, config, services).await
+        }
+        Plan::PruneTag(target) => {
+            report.registry = Some(target.repository.registry().to_owned());
+            let registry = services.registries.open(&target.repository);
+            let work = prune_tag(report.clone(), registry, &target.reference, &config.tag_suffix);
+            before_deadline(invocation, work).await.unwrap_or_else(|why| report.failed(why, true))
+        }
+        Plan::PruneRepository(repository) => {
+            report.registry = Some(repository.registry().to_owned());
+            let registry = services.registries.open(&repository);
+            let work = prune_repository(report.clone(), registry, &config.tag_suffix);
+            before_deadline(invocation, work).await.unwrap_or_else(|why| report.failed(why, true))
+        }
+    }
+}
+
+/// Runs `work` until shortly before the invocation's deadline ([`safety_margin`]); `Err` says it was
+/// stopped.
+pub async fn before_deadline<T>(
+    invocation: &Invocation,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, String> {
+    let Some(deadline) = invocation.deadline else { return Ok(work.await) };
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let stop_at = Instant::now() + remaining.saturating_sub(safety_margin(remaining));
+    tokio::time::timeout_at(tokio::time::Instant::from_std(stop_at), work).await.map_err(|_| {
+        format!(
+            "deadline: the work did not finish in time and was stopped {} ms before the Lambda timeout; \
+             raise the function's timeout or memory",
+            deadline.saturating_duration_since(Instant::now()).as_millis()
+        )
+    })
+}
+
+/// The deletion of `tag` (v2): removes `<tag><suffix>` and what it alone references.
+async fn prune_tag<G: index::Registry>(report: Report, registry: G, tag: &str, suffix: &str) -> Report {
+    match index::prune::prune_tag(&registry, tag, suffix, false).await {
+        Ok(None) => report.skipped(format!(
+            "nothing to prune: {tag} exists again, or there is no {tag}{suffix} (never indexed, or removed already)"
+        )),
+        Ok(Some(Ok(orphan))) => {
+            let reason = format!(
+                "{} removed ({} manifest(s)): its image {tag} was deleted",
+                orphan.tag,
+                orphan.remove.len()
+            );
+            report.pruned(1, reason)
+        }
+        Ok(Some(Err(why))) => report.skipped(format!("{tag}{suffix} kept: {why}")),
+        Err(e) => {
+            let retry = e.is_retryable();
+            report.failed(failure_reason(&e), retry)
+        }
+    }
+}
+
+/// Removes every SOCI output of the repository whose image is gone.
+pub async fn prune_repository<G: index::Registry>(report: Report, registry: G, suffix: &str) -> Report {
+    match index::prune::prune(&registry, suffix, false).await {
+        Ok(pruned) if pruned.orphans.is_empty() => report.skipped(format!(
+            "nothing to prune: no SOCI output whose image is gone ({} kept)",
+            pruned.kept.len()
+        )),
+        Ok(pruned) => {
+            let tags: Vec<&str> = pruned.orphans.iter().map(|o| o.tag.as_str()).collect();
+            let reason = format!("removed {}: their images are gone", tags.join(", "));
+            report.pruned(tags.len() as u64, reason)
+        }
+        Err(e) => {
+            let retry = e.is_retryable();
+            report.failed(failure_reason(&e), retry)
+        }
+    }
+}
+
 async fn index_image<R: Registries, E>(
     report: Report,
     target: &Target,
@@ -157,25 +246,9 @@ async fn index_image<R: Registries, E>(
     options.ztoc_cache = services.ztoc_cache.clone();
     let work =
         index::create(registry, &target.reference, target.tag.as_deref(), &options, Arc::new(LayerLog));
-    let result = match invocation.deadline {
-        Some(deadline) => {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let stop_at = Instant::now() + remaining.saturating_sub(safety_margin(remaining));
-            match tokio::time::timeout_at(tokio::time::Instant::from_std(stop_at), work).await {
-                Ok(result) => result,
-                Err(_) => {
-                    return report.failed(
-                        format!(
-                            "deadline: indexing did not finish in time and was stopped {} ms before the \
-                             Lambda timeout; raise the function's timeout or memory",
-                            deadline.saturating_duration_since(Instant::now()).as_millis()
-                        ),
-                        true,
-                    )
-                }
-            }
-        }
-        None => work.await,
+    let result = match before_deadline(invocation, work).await {
+        Ok(result) => result,
+        Err(why) => return report.failed(why.replace("the work did not", "indexing did not"), true),
     };
     match result {
         Ok(created) => created_report(report, created),
@@ -232,13 +305,17 @@ fn note_left_out(report: &mut Report, reasons: &mut Vec<String>, reason: String)
 }
 
 /// The failure with its causes, and what the operator can do when the function's setup is the cause.
-fn failure_reason(error: &index::Error) -> String {
+pub fn failure_reason(error: &index::Error) -> String {
     let hint = match error.registry_source().map(|s| s.kind) {
         Some(index::SourceErrorKind::Unauthorized) => {
             " (check the function's ecr:GetAuthorizationToken permission and the registry it is pointed at)"
         }
         Some(index::SourceErrorKind::Denied) => {
             " (the function's role lacks an ECR permission on this repository: see the template's policy)"
+        }
+        Some(index::SourceErrorKind::TagImmutable) => {
+            " (the repository's tags are IMMUTABLE: a stale <tag><suffix> cannot be replaced; the function \
+             prunes it when its image is deleted; delete it by hand and push again)"
         }
         _ => "",
     };

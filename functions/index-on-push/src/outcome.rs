@@ -1,6 +1,7 @@
 //! What an event came to: one structured log line (through `tracing`) and one CloudWatch embedded
 //! metric format (EMF) object on stdout, which CloudWatch Logs turns into metrics in the `SociIndexer`
-//! namespace: `Indexed`, `Skipped`, `Failed` (0 or 1 each), `LayersIndexed`, `LayersReused`, `BytesIndexed`,
+//! namespace: `Indexed`, `Skipped`, `Failed`, `Reconciled` (0 or 1 each), `Pruned` (SOCI tags removed),
+//! `LayersIndexed`, `LayersReused`, `BytesIndexed`, `TagsIndexed` and `RepositoriesListed` (reconcile),
 //! `DurationMs` and `CompletionEventsFailed` (0 or 1).
 
 use std::borrow::Cow;
@@ -49,17 +50,27 @@ pub enum Outcome {
     Skipped,
     /// Something went wrong; `retry` tells whether Lambda is asked to try again.
     Failed,
+    /// SOCI output whose image was deleted was removed.
+    Pruned,
+    /// A reconcile step ran: repositories listed and queued, or one repository synced and pruned.
+    Reconciled,
 }
 
 impl Outcome {
-    /// `indexed`, `skipped` or `failed`.
+    /// `indexed`, `skipped`, `failed`, `pruned` or `reconciled`.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Indexed => "indexed",
             Outcome::Skipped => "skipped",
             Outcome::Failed => "failed",
+            Outcome::Pruned => "pruned",
+            Outcome::Reconciled => "reconciled",
         }
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Everything the log line and the metrics say about one event.
@@ -101,6 +112,18 @@ pub struct Report {
     pub layers_skipped: u64,
     /// Compressed bytes of the layers indexed.
     pub bytes: u64,
+    /// SOCI tags (`<tag><suffix>`, v1 referrers tags) removed because their image is gone.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub pruned: u64,
+    /// Reconcile request: repositories listed and queued.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub repositories_listed: u64,
+    /// Reconcile of a repository: tags indexed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub tags_indexed: u64,
+    /// Reconcile of a repository: time ran short, and the rest was queued again.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub requeued: bool,
     /// Milliseconds from the event's arrival to this report.
     pub duration_ms: u64,
     /// Whether the invocation fails so that Lambda retries it (throttling, 5xx, network, deadline).
@@ -128,6 +151,10 @@ impl Report {
             layers_reused: 0,
             layers_skipped: 0,
             bytes: 0,
+            pruned: 0,
+            repositories_listed: 0,
+            tags_indexed: 0,
+            requeued: false,
             duration_ms: 0,
             retry: false,
             completion_event_failed: false,
@@ -137,6 +164,15 @@ impl Report {
     /// Marks it skipped for `reason`.
     pub fn skipped(mut self, reason: impl Into<String>) -> Report {
         self.outcome = Outcome::Skipped;
+        self.reason = Some(reason.into());
+        self.retry = false;
+        self
+    }
+
+    /// Marks it pruned: `count` SOCI tags removed.
+    pub fn pruned(mut self, count: u64, reason: impl Into<String>) -> Report {
+        self.outcome = Outcome::Pruned;
+        self.pruned = count;
         self.reason = Some(reason.into());
         self.retry = false;
         self
@@ -169,6 +205,10 @@ impl Report {
                     layers_reused = self.layers_reused,
                     layers_skipped = self.layers_skipped,
                     bytes = self.bytes,
+                    pruned = self.pruned,
+                    repositories_listed = self.repositories_listed,
+                    tags_indexed = self.tags_indexed,
+                    requeued = self.requeued,
                     duration_ms = self.duration_ms,
                     retry = self.retry,
                     completion_event_failed = self.completion_event_failed,
@@ -180,6 +220,8 @@ impl Report {
             Outcome::Indexed => line!(info, "image indexed"),
             Outcome::Skipped => line!(info, "event skipped"),
             Outcome::Failed => line!(error, "indexing failed"),
+            Outcome::Pruned => line!(info, "SOCI output pruned"),
+            Outcome::Reconciled => line!(info, "reconciled"),
         }
     }
 
@@ -197,6 +239,10 @@ impl Report {
                         metric("Indexed", "Count"),
                         metric("Skipped", "Count"),
                         metric("Failed", "Count"),
+                        metric("Pruned", "Count"),
+                        metric("Reconciled", "Count"),
+                        metric("RepositoriesListed", "Count"),
+                        metric("TagsIndexed", "Count"),
                         metric("LayersIndexed", "Count"),
                         metric("LayersReused", "Count"),
                         metric("BytesIndexed", "Bytes"),
@@ -209,6 +255,10 @@ impl Report {
             "Indexed": u64::from(self.outcome == Outcome::Indexed),
             "Skipped": u64::from(self.outcome == Outcome::Skipped),
             "Failed": u64::from(self.outcome == Outcome::Failed),
+            "Pruned": self.pruned,
+            "Reconciled": u64::from(self.outcome == Outcome::Reconciled),
+            "RepositoriesListed": self.repositories_listed,
+            "TagsIndexed": self.tags_indexed,
             "LayersIndexed": self.layers_indexed,
             "LayersReused": self.layers_reused,
             "BytesIndexed": self.bytes,
@@ -307,6 +357,22 @@ mod tests {
         let json = serde_json::to_value(&skipped).unwrap();
         assert_eq!(json["outcome"], "skipped");
         assert!(json.get("index_digest").is_none());
+    }
+
+    #[test]
+    fn pruned_and_reconciled_have_their_metrics() {
+        let pruned = Report::new("r", "x").pruned(1, "1.0-soci removed");
+        let emf = pruned.metrics(0, "f");
+        assert_eq!((emf["outcome"].as_str(), emf["Pruned"].as_u64()), (Some("pruned"), Some(1)));
+        assert_eq!((emf["Skipped"].as_u64(), emf["Reconciled"].as_u64()), (Some(0), Some(0)));
+        let mut reconciled = Report::new("r", "x");
+        reconciled.outcome = Outcome::Reconciled;
+        reconciled.repositories_listed = 3;
+        reconciled.tags_indexed = 2;
+        let emf = reconciled.metrics(0, "f");
+        assert_eq!((emf["Reconciled"].as_u64(), emf["RepositoriesListed"].as_u64()), (Some(1), Some(3)));
+        assert_eq!((emf["TagsIndexed"].as_u64(), emf["Pruned"].as_u64()), (Some(2), Some(0)));
+        assert_eq!(serde_json::to_value(&reconciled).unwrap()["outcome"], "reconciled");
     }
 
     #[test]

@@ -17,6 +17,11 @@ pub enum Plan {
     },
     /// Index this image.
     Index(Target),
+    /// A tag was deleted (v2): remove `<tag><suffix>` and what it alone references.
+    PruneTag(Target),
+    /// An image was deleted by digest, or under v1, or expired: remove every SOCI output of the
+    /// repository whose image is gone.
+    PruneRepository(Repository),
 }
 
 /// The image to index.
@@ -61,108 +66,178 @@ fn check_tag(tag: &str) -> Result<(), String> {
     }
 }
 
-/// Decides what to do with `event` under `config`, in this order: not a successful ECR push → skip; a
-/// SOCI index or a non-image artifact by the event's media types → skip; a tag off the tag grammar when
-/// the image is fetched by tag → skip; soci-indexer's own tag (ending in the suffix, or a referrers tag)
-/// → skip; no filter selects `repository:tag` → skip; v2 without a
-/// tag → skip (v1 indexes by digest); then the registry (the override, or the event account's ECR).
+/// Decides what to do with `event` under `config`, in this order: not a successful ECR push or delete →
+/// skip; a SOCI index or a non-image artifact by the event's media types → skip; a tag off the tag
+/// grammar when the image is fetched by tag → skip; soci-indexer's own tag (ending in the suffix, or a
+/// referrers tag) → skip (for a delete too: no loop); no filter selects `repository:tag` → skip; v2
+/// push without a tag → skip (v1 indexes by digest); then the registry (the override, or the event
+/// account's ECR). A delete of a tag prunes its `<tag><suffix>` (v2); any other delete prunes the
+/// repository.
 pub fn plan(event: &EcrEvent, config: &Config) -> Plan {
+    match decide(event, config) {
+        Ok(plan) => plan,
+        Err(reason) => Plan::Skip { reason },
+    }
+}
+
+/// What a lifecycle policy expiry asks: prune the repository, if the filters may select it.
+pub fn plan_lifecycle(expiry: &event::LifecycleExpiry, config: &Config) -> Plan {
+    let name = expiry.repository_name.trim();
+    if name.is_empty() {
+        return skip("the lifecycle policy event has no repositoryName");
+    }
+    if !config.filters.may_select_repository(name) {
+        return skip(format!("repository {name} matches no filter of SOCI_FILTERS"));
+    }
+    match repository(expiry.account.as_deref(), expiry.region.as_deref(), name, config) {
+        Ok(repository) => Plan::PruneRepository(repository),
+        Err(reason) => skip(reason),
+    }
+}
+
+/// What the event is about.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Push,
+    Delete,
+}
+
+fn decide(event: &EcrEvent, config: &Config) -> Result<Plan, String> {
+    let action = check_action(event)?;
+    let detail = &event.detail;
+    let name = detail.repository_name.trim();
+    if name.is_empty() {
+        return Err("the event has no repository-name".into());
+    }
+    let (tag, digest) = (detail.tag(), detail.digest());
+    if tag.is_none() && digest.is_none() {
+        return Err("the event has neither image-digest nor image-tag".into());
+    }
+    check_media_types(detail.manifest_media_type(), detail.artifact_media_type())?;
+    if let Some(tag) = tag {
+        // v2 fetches by tag and v1 does without a digest: a tag off the grammar can never be fetched.
+        if config.index_version == IndexVersion::V2 || digest.is_none() {
+            check_tag(tag)?;
+        }
+        check_not_own_output(tag, config)?;
+    }
+    match (action, tag) {
+        (Action::Delete, None) => {
+            if !config.filters.may_select_repository(name) {
+                return Err(format!("repository {name} matches no filter of SOCI_FILTERS"));
+            }
+        }
+        _ => config.filters.check(name, tag.unwrap_or(""))?,
+    }
+    let reference = match action {
+        Action::Push => Some(reference(config.index_version, tag, digest)?),
+        Action::Delete => None,
+    };
+    let repository = repository(event.account.as_deref(), event.region.as_deref(), name, config)?;
+    if digest.is_some_and(|d| registry::validate_digest(d).is_err()) {
+        return Err(format!("image-digest {:?} is not a sha256 digest", digest.unwrap_or_default()));
+    }
+    Ok(match (action, reference, tag) {
+        (Action::Push, Some(reference), _) => {
+            Plan::Index(Target { repository, reference: reference.to_owned(), tag: tag.map(str::to_owned) })
+        }
+        // v2 output is named after the tag; v1 output (and a delete by digest) is found by listing.
+        (Action::Delete, _, Some(tag)) if config.index_version == IndexVersion::V2 => {
+            Plan::PruneTag(Target { repository, reference: tag.to_owned(), tag: Some(tag.to_owned()) })
+        }
+        _ => Plan::PruneRepository(repository),
+    })
+}
+
+/// A successful push or delete of an ECR image action, else why not.
+fn check_action(event: &EcrEvent) -> Result<Action, String> {
     if event.source != event::SOURCE || event.detail_type != event::DETAIL_TYPE {
-        return skip(format!(
+        return Err(format!(
             "not an ECR image action (source {:?}, detail-type {:?})",
             event.source, event.detail_type
         ));
     }
     let detail = &event.detail;
-    if detail.action_type != "PUSH" {
-        return skip(format!("action-type {:?}, not PUSH", detail.action_type));
-    }
+    let action = match detail.action_type.as_str() {
+        "PUSH" => Action::Push,
+        "DELETE" => Action::Delete,
+        other => return Err(format!("action-type {other:?}, not PUSH or DELETE")),
+    };
     if detail.result != "SUCCESS" {
-        return skip(format!("push result {:?}, not SUCCESS", detail.result));
+        let what = if action == Action::Push { "push" } else { "delete" };
+        return Err(format!("{what} result {:?}, not SUCCESS", detail.result));
     }
-    let name = detail.repository_name.trim();
-    if name.is_empty() {
-        return skip("the event has no repository-name");
-    }
-    let tag = detail.tag();
-    let digest = detail.digest();
-    if tag.is_none() && digest.is_none() {
-        return skip("the event has neither image-digest nor image-tag");
-    }
+    Ok(action)
+}
 
-    // The loop guard by media type, when the event tells it.
-    let manifest_type = detail.manifest_media_type();
-    let artifact_type = detail.artifact_media_type();
+/// The loop guard by media type, when the event tells it.
+fn check_media_types(manifest_type: Option<&str>, artifact_type: Option<&str>) -> Result<(), String> {
     if let Some(artifact) = artifact_type {
         if artifact == media::SOCI_INDEX_V1 || artifact == media::SOCI_INDEX_V2 {
-            return skip(format!("a SOCI index manifest (artifact type {artifact}), not an image to index"));
+            return Err(format!("a SOCI index manifest (artifact type {artifact}), not an image to index"));
         }
     }
     if let Some(manifest) = manifest_type {
         let is_manifest = media::is_image_manifest(manifest);
         if !is_manifest && !media::is_image_index(manifest) {
-            return skip(format!("not an image: manifest media type {manifest}"));
+            return Err(format!("not an image: manifest media type {manifest}"));
         }
         if let Some(artifact) = artifact_type {
             if is_manifest && artifact != media::OCI_CONFIG && artifact != media::DOCKER_CONFIG {
-                return skip(format!("not an image: an artifact of type {artifact}"));
+                return Err(format!("not an image: an artifact of type {artifact}"));
             }
         }
     }
+    Ok(())
+}
 
-    if let Some(tag) = tag {
-        // v2 fetches by tag and v1 does without a digest: a tag off the grammar can never be fetched.
-        if config.index_version == IndexVersion::V2 || digest.is_none() {
-            if let Err(reason) = check_tag(tag) {
-                return skip(reason);
-            }
-        }
-        if tag.ends_with(config.tag_suffix.as_str()) {
-            return skip(format!(
-                "tag {tag:?} ends with the SOCI tag suffix {:?}: soci-indexer's own output",
-                config.tag_suffix
-            ));
-        }
-        if is_referrers_tag(tag) {
-            return skip(format!(
-                "tag {tag:?} is a referrers tag-schema index (how v1 SOCI indexes are listed without a \
-                 referrers API): soci-indexer's own output"
-            ));
-        }
+/// `Err` for soci-indexer's own tags: `<tag><suffix>` and referrers tags.
+fn check_not_own_output(tag: &str, config: &Config) -> Result<(), String> {
+    if tag.ends_with(config.tag_suffix.as_str()) {
+        return Err(format!(
+            "tag {tag:?} ends with the SOCI tag suffix {:?}: soci-indexer's own output",
+            config.tag_suffix
+        ));
     }
-    if let Err(reason) = config.filters.check(name, tag.unwrap_or("")) {
-        return skip(reason);
+    if is_referrers_tag(tag) {
+        return Err(format!(
+            "tag {tag:?} is a referrers tag-schema index (how v1 SOCI indexes are listed without a \
+             referrers API): soci-indexer's own output"
+        ));
     }
-    let reference = match (config.index_version, tag, digest) {
+    Ok(())
+}
+
+/// What a push is indexed by: v2 the tag, v1 the digest (the tag when there is none).
+fn reference<'a>(
+    version: IndexVersion,
+    tag: Option<&'a str>,
+    digest: Option<&'a str>,
+) -> Result<&'a str, String> {
+    match (version, tag, digest) {
         (IndexVersion::V2, None, _) => {
-            return skip(
-                "pushed without a tag: a v2 SOCI index is pushed as <tag><suffix>, so it needs a tag \
-                 (SOCI_INDEX_VERSION=v1 indexes by digest)",
-            )
+            Err("pushed without a tag: a v2 SOCI index is pushed as <tag><suffix>, so \
+                                            it needs a tag (SOCI_INDEX_VERSION=v1 indexes by digest)"
+                .into())
         }
-        (IndexVersion::V2, Some(tag), _) | (IndexVersion::V1, Some(tag), None) => tag,
-        (IndexVersion::V1, _, Some(digest)) => digest,
-        (IndexVersion::V1, None, None) => return skip("the event has neither image-digest nor image-tag"),
-    };
+        (IndexVersion::V2, Some(tag), _) | (IndexVersion::V1, Some(tag), None) => Ok(tag),
+        (IndexVersion::V1, _, Some(digest)) => Ok(digest),
+        (IndexVersion::V1, None, None) => Err("the event has neither image-digest nor image-tag".into()),
+    }
+}
 
+/// The repository in the override registry, or in the event account's ECR registry.
+fn repository(
+    account: Option<&str>,
+    region: Option<&str>,
+    name: &str,
+    config: &Config,
+) -> Result<Repository, String> {
     let host = match &config.registry_override {
         Some(registry) => registry.host.clone(),
-        None => match ecr::registry_host(
-            event.account.as_deref().unwrap_or_default(),
-            event.region.as_deref().unwrap_or_default(),
-        ) {
-            Ok(host) => host,
-            Err(reason) => return skip(reason),
-        },
+        None => ecr::registry_host(account.unwrap_or_default(), region.unwrap_or_default())?,
     };
-    let repository = match Repository::new(host, name) {
-        Ok(repository) => repository,
-        Err(e) => return skip(format!("repository-name {name:?}: {e}")),
-    };
-    if digest.is_some_and(|d| registry::validate_digest(d).is_err()) {
-        return skip(format!("image-digest {:?} is not a sha256 digest", digest.unwrap_or_default()));
-    }
-    Plan::Index(Target { repository, reference: reference.to_owned(), tag: tag.map(str::to_owned) })
+    Repository::new(host, name).map_err(|e| format!("repository-name {name:?}: {e}"))
 }
 
 #[cfg(test)]
@@ -201,14 +276,14 @@ mod tests {
     fn reason(plan: Plan) -> String {
         match plan {
             Plan::Skip { reason } => reason,
-            Plan::Index(target) => panic!("expected a skip, got {target:?}"),
+            other => panic!("expected a skip, got {other:?}"),
         }
     }
 
     fn target(plan: Plan) -> Target {
         match plan {
             Plan::Index(target) => target,
-            Plan::Skip { reason } => panic!("expected an index, got a skip: {reason}"),
+            other => panic!("expected an index, got {other:?}"),
         }
     }
 
@@ -261,7 +336,10 @@ mod tests {
     fn every_skip_rule() {
         let v2 = config(&[]);
         let cases: Vec<(EcrEvent, &str)> = vec![
-            (push(json!({"action-type": "DELETE"})), "action-type \"DELETE\", not PUSH"),
+            (
+                push(json!({"action-type": "UPDATE_STORAGE_CLASS"})),
+                "action-type \"UPDATE_STORAGE_CLASS\", not PUSH",
+            ),
             (push(json!({"action-type": null})), "action-type \"\", not PUSH"),
             (push(json!({"result": "FAILURE"})), "push result \"FAILURE\", not SUCCESS"),
             (push(json!({"repository-name": ""})), "no repository-name"),
@@ -301,6 +379,54 @@ mod tests {
         let mut region = push(json!({}));
         region.region = None;
         assert!(reason(plan(&region, &v2)).contains("region"));
+    }
+
+    #[test]
+    fn deletions_prune_what_was_made_for_the_image() {
+        let v2 = config(&[]);
+        let delete = |detail: serde_json::Value| {
+            let mut detail = detail;
+            detail["action-type"] = json!("DELETE");
+            push(detail)
+        };
+        let Plan::PruneTag(target) = plan(&delete(json!({})), &v2) else {
+            panic!("a tag's deletion prunes it")
+        };
+        assert_eq!((target.repository.name(), target.tag.as_deref()), ("team/app", Some("1.0")));
+        // Without a tag, or under v1 (whose output is found by the image's digest): the repository.
+        assert!(matches!(plan(&delete(json!({"image-tag": null})), &v2), Plan::PruneRepository(_)));
+        let v1 = config(&[("SOCI_INDEX_VERSION", "v1")]);
+        assert!(matches!(plan(&delete(json!({})), &v1), Plan::PruneRepository(_)));
+        // Deletions of soci-indexer's own output are no work (no loop), and filters apply.
+        for (detail, expected) in [
+            (json!({"image-tag": "1.0-soci"}), "soci-indexer's own output"),
+            (json!({"image-tag": format!("sha256-{}", "ab".repeat(32))}), "referrers tag-schema index"),
+            (json!({"artifact-media-type": media::SOCI_INDEX_V2}), "a SOCI index manifest"),
+            (json!({"result": "FAILURE"}), "delete result \"FAILURE\", not SUCCESS"),
+        ] {
+            let why = reason(plan(&delete(detail), &v2));
+            assert!(why.contains(expected), "{expected}: {why}");
+        }
+        let only_prod = config(&[("SOCI_FILTERS", "prod/*:*")]);
+        assert!(reason(plan(&delete(json!({})), &only_prod)).contains("matches no filter"));
+        assert!(reason(plan(&delete(json!({"image-tag": null})), &only_prod)).contains("matches no filter"));
+    }
+
+    #[test]
+    fn lifecycle_expiries_prune_the_repository_the_filters_may_select() {
+        let expiry = event::LifecycleExpiry {
+            account: Some("123456789012".into()),
+            region: Some("us-east-1".into()),
+            repository_name: "team/app".into(),
+            tags: vec!["1.0".into()],
+        };
+        let Plan::PruneRepository(repository) = plan_lifecycle(&expiry, &config(&[])) else { panic!() };
+        assert_eq!(repository.to_string(), "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app");
+        assert!(
+            reason(plan_lifecycle(&expiry, &config(&[("SOCI_FILTERS", "prod/*:*")]))).contains("no filter")
+        );
+        let nameless = event::LifecycleExpiry { repository_name: String::new(), ..expiry };
+        assert!(reason(plan_lifecycle(&nameless, &config(&[]))).contains("no repositoryName"));
     }
 
     #[test]

@@ -30,6 +30,11 @@ impl FakeRegistries {
         FakeRegistries { fake, opened: Mutex::new(Vec::new()) }
     }
 
+    /// A registry that deletes manifests (as ECR does).
+    fn deleting() -> FakeRegistries {
+        FakeRegistries { fake: MemoryRegistry::with_deletes(), opened: Mutex::new(Vec::new()) }
+    }
+
     /// Whether anything was asked of the registry.
     fn touched(&self) -> bool {
         !self.opened.lock().unwrap().is_empty() || self.fake.calls() > 0
@@ -160,6 +165,26 @@ async fn run(event: &Value, config: &Config, registries: &FakeRegistries) -> Rep
     handle(event, &invocation(), config, &services(registries, &Recorder::default())).await
 }
 
+/// Replaces an event's `image-tag`.
+trait PipeTag {
+    fn pipe_tag(self, tag: &str) -> Value;
+}
+
+impl PipeTag for Value {
+    fn pipe_tag(mut self, tag: &str) -> Value {
+        self["detail"]["image-tag"] = json!(tag);
+        self
+    }
+}
+
+/// The delete fixture for `team/app:tag`.
+fn delete(tag: &str, digest: &str) -> Value {
+    let mut event = fixture("delete-event.json").pipe_tag(tag);
+    event["detail"]["repository-name"] = json!("team/app");
+    event["detail"]["image-digest"] = json!(digest);
+    event
+}
+
 fn assert_skipped(report: &Report, expected: &str) {
     assert_eq!(report.outcome, Outcome::Skipped, "{report:?}");
     let reason = report.reason.as_deref().unwrap_or_default();
@@ -175,7 +200,8 @@ async fn every_skip_rule_is_decided_without_touching_the_registry() {
         (json!({"hello": "world"}), v2.clone(), "not an EventBridge ECR Image Action event"),
         (json!(null), v2.clone(), "not an EventBridge ECR Image Action event"),
         (fixture("scan-event.json"), v2.clone(), "not an ECR image action"),
-        (fixture("delete-event.json"), v2.clone(), "action-type \"DELETE\", not PUSH"),
+        (fixture("delete-event.json").pipe_tag("latest-soci"), v2.clone(), "soci-indexer's own output"),
+        (fixture("update-storage-class-event.json"), v2.clone(), "not PUSH or DELETE"),
         (push(json!({"result": "FAILURE"})), v2.clone(), "push result \"FAILURE\""),
         (fixture("push-event-soci-index.json"), v2.clone(), "a SOCI index manifest"),
         (
@@ -338,14 +364,10 @@ async fn registry_failures_fail_and_only_transient_ones_are_retried() {
     assert_eq!(answer.outcome, Outcome::Failed);
 
     // Skips end the invocation successfully too.
-    let skipped = invoke(
-        &fixture("delete-event.json"),
-        &invocation(),
-        &config,
-        &services(&denied, &Recorder::default()),
-    )
-    .await
-    .unwrap();
+    let skipped =
+        invoke(&fixture("scan-event.json"), &invocation(), &config, &services(&denied, &Recorder::default()))
+            .await
+            .unwrap();
     assert_eq!(skipped.outcome, Outcome::Skipped);
 }
 
@@ -647,4 +669,76 @@ async fn a_bus_that_never_answers_is_given_up_on_in_time() {
     assert_skipped(&report, "already indexed");
     assert!(report.completion_event_failed);
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_deleted_tag_loses_its_soci_index_and_the_deletion_is_announced() {
+    let registries = FakeRegistries::deleting();
+    let digest = push_image(&registries.fake, &small_image(), "1.0");
+    let config = announcing(&[]);
+    let events = Recorder::default();
+    let services = services(&registries, &events);
+    let indexed =
+        handle(&push(json!({"image-tag": "1.0", "image-digest": digest})), &invocation(), &config, &services)
+            .await;
+    assert_eq!(indexed.outcome, Outcome::Indexed, "{indexed:?}");
+    assert!(registries.fake.manifest("1.0-soci").is_some());
+
+    registries.fake.remove_tag("1.0");
+    let report = handle(&delete("1.0", &digest), &invocation(), &config, &services).await;
+    assert_eq!((report.outcome, report.pruned, report.retry), (Outcome::Pruned, 1, false), "{report:?}");
+    assert!(report.reason.as_deref().unwrap_or_default().starts_with("1.0-soci removed"), "{report:?}");
+    assert!(registries.fake.manifest("1.0-soci").is_none(), "the SOCI tag is gone");
+    let emf = report.metrics(0, "f");
+    assert_eq!((emf["Pruned"].as_u64(), emf["outcome"].as_str()), (Some(1), Some("pruned")));
+    let announced = events.events();
+    assert_eq!(announced.len(), 2);
+    assert_eq!(announced[1].1["outcome"], "pruned");
+    assert_eq!(announced[1].1["image-tag"], "1.0");
+
+    // The same event again: nothing left to prune.
+    let again = handle(&delete("1.0", &digest), &invocation(), &config, &services).await;
+    assert_skipped(&again, "nothing to prune");
+}
+
+#[tokio::test]
+async fn a_deletion_of_soci_output_or_outside_the_filters_never_touches_the_registry() {
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    for (event, config, expected) in [
+        (delete("1.0-soci", &digest), config(&[]), "soci-indexer's own output"),
+        (delete(&format!("sha256-{}", "cd".repeat(32)), &digest), config(&[]), "referrers tag-schema index"),
+        (delete("1.0", &digest), config(&[("SOCI_FILTERS", "prod/*:*")]), "matches no filter"),
+    ] {
+        let registries = FakeRegistries::deleting();
+        let report = run(&event, &config, &registries).await;
+        assert_skipped(&report, expected);
+        assert!(!registries.touched(), "{expected}: the registry was used");
+    }
+}
+
+#[tokio::test]
+async fn a_deletion_whose_tag_was_pushed_again_keeps_the_index() {
+    let registries = FakeRegistries::deleting();
+    let digest = push_image(&registries.fake, &small_image(), "1.0");
+    let config = config(&[]);
+    let indexed = run(&push(json!({"image-tag": "1.0", "image-digest": digest})), &config, &registries).await;
+    assert_eq!(indexed.outcome, Outcome::Indexed);
+    // The DELETE event arrives after the tag was pushed again: nothing is removed.
+    let report = run(&delete("1.0", &digest), &config, &registries).await;
+    assert_skipped(&report, "exists again");
+    assert!(registries.fake.manifest("1.0-soci").is_some());
+}
+
+#[tokio::test]
+async fn an_immutable_tag_fails_for_good_and_says_what_to_do() {
+    let immutable = FakeRegistries::new(Mode::Fail { kind: SourceErrorKind::TagImmutable, retryable: false });
+    let report = run(&push(json!({})), &config(&[]), &immutable).await;
+    assert_eq!((report.outcome, report.retry), (Outcome::Failed, false), "{report:?}");
+    let reason = report.reason.as_deref().unwrap_or_default();
+    assert!(reason.contains("IMMUTABLE"), "{reason}");
+    assert!(reason.contains("delete it by hand and push again"), "{reason}");
+    let answer =
+        invoke(&push(json!({})), &invocation(), &config(&[]), &services(&immutable, &Recorder::default()))
+            .await;
+    assert!(answer.is_ok_and(|report| report.outcome == Outcome::Failed), "not retried");
 }

@@ -1,10 +1,12 @@
 //! `index-on-push`: the Lambda function's entry point. It only wires: settings from the environment,
-//! the AWS SDK, the registry client, the EventBridge client and the zTOC cache (once, at cold start),
+//! the AWS SDK, the registry client, the EventBridge client, the zTOC cache and the reconcile's clients
+//! (once, at cold start),
 //! then the runtime loop.
 
 use std::process::ExitCode;
 
 use index_on_push::handler::{self, Invocation, Services};
+use index_on_push::reconcile::{Lifecycle, WorkQueue};
 use index_on_push::{logging, wiring, Config};
 use lambda_runtime::{service_fn, LambdaEvent};
 
@@ -58,18 +60,24 @@ async fn run(config: Config) -> Result<(), lambda_runtime::Error> {
         completion: &completion,
         ztoc_cache: wiring::ztoc_cache(&config, &sdk),
     };
+    let (repositories, queue) = wiring::reconcile(&config, &sdk);
+    let lifecycle =
+        Lifecycle { repositories: &repositories, queue: queue.as_ref().map(|q| q as &dyn WorkQueue) };
     tracing::debug!(
         index_version = ?config.index_version,
         registry_override = config.registry_override.as_ref().map(|r| r.host.as_str()),
         completion_event_bus = config.completion_event_bus.as_deref(),
         ztoc_cache_table = config.ztoc_cache_table.as_deref(),
+        reconcile_queue_url = config.reconcile_queue_url.as_deref(),
         "ready"
     );
     let config = &config;
     let services = &services;
+    let lifecycle = &lifecycle;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
         let invocation = Invocation::from_context(&event.context);
-        handler::invoke(&event.payload, &invocation, config, services).await
+        // Boxed: the future is deep enough to overflow the compiler's layout query limit otherwise.
+        Box::pin(handler::dispatch(&event.payload, &invocation, config, services, lifecycle)).await
     }))
     .await
 }

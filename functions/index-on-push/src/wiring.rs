@@ -1,5 +1,6 @@
 //! What is built once per execution environment: the AWS SDK configuration, the ECR client, the
-//! credential hook, the registry client, the EventBridge client and the zTOC cache.
+//! credential hook, the registry client, the EventBridge client, the zTOC cache and the reconcile's
+//! ECR listing and SQS work queue.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,4 +60,18 @@ pub fn ztoc_cache(config: &Config, sdk: &aws_config::SdkConfig) -> Option<Arc<dy
         .build();
     let dynamodb = aws_sdk_dynamodb::config::Builder::from(sdk).timeout_config(timeouts).build();
     Some(Arc::new(DynamoCache::new(aws_sdk_dynamodb::Client::from_conf(dynamodb), table)))
+}
+
+/// The reconcile's ECR repository listing and, when `SOCI_RECONCILE_QUEUE_URL` names one, its SQS work
+/// queue (building the clients does no I/O).
+pub fn reconcile(
+    config: &Config,
+    sdk: &aws_config::SdkConfig,
+) -> (crate::reconcile::EcrRepositories, Option<crate::reconcile::SqsQueue>) {
+    let repositories = crate::reconcile::EcrRepositories::new(aws_sdk_ecr::Client::new(sdk));
+    let queue = config
+        .reconcile_queue_url
+        .as_deref()
+        .map(|url| crate::reconcile::SqsQueue::new(aws_sdk_sqs::Client::new(sdk), url));
+    (repositories, queue)
 }

@@ -1,0 +1,241 @@
+//! Deletions and the reconcile end to end: a real registry (docker-registry, deletes enabled) logged in
+//! to through moto's `GetAuthorizationToken`, moto's ECR `DescribeRepositories` and SQS for the work
+//! queue, wired as `main.rs` wires them, through [`dispatch`] as the runtime calls it.
+//!
+//! Needs `docker-registry` (apt) and `moto_server` (pip install 'moto[server]'); `.ci/run` installs both.
+
+mod aws;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use bytes::Bytes;
+use index_on_push::reconcile::{Lifecycle, WorkQueue};
+use index_on_push::{dispatch, wiring, Config, EventBridge, HttpRegistries, Invocation, Services};
+use registry::{Client, ClientConfig, Credentials, Repository, StaticCredentials};
+use serde_json::{json, Value};
+use testkit::image::{image, Style, TestImage, TestLayer};
+use testkit::moto::MotoServer;
+use testkit::registry::LocalRegistry;
+use testkit::LayerConfig;
+
+struct World {
+    registry: LocalRegistry,
+    moto: MotoServer,
+    client: Client,
+}
+
+async fn world() -> World {
+    let moto = MotoServer::start().await.unwrap();
+    let registry = LocalRegistry::start_with_basic_auth("AWS", MotoServer::ECR_PASSWORD).await.unwrap();
+    let client = Client::new(
+        ClientConfig { plain_http: true, ..ClientConfig::default() },
+        Arc::new(StaticCredentials(Credentials::new("AWS", MotoServer::ECR_PASSWORD))),
+    )
+    .unwrap();
+    World { registry, moto, client }
+}
+
+impl World {
+    fn config(&self, extra: &[(&str, &str)]) -> Config {
+        let mut vars: HashMap<String, String> = [
+            ("SOCI_REGISTRY_URL", self.registry.url()),
+            ("SOCI_MIN_LAYER_SIZE", "50000".into()),
+            ("SOCI_SPAN_SIZE", "65536".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Config::from_lookup(|name| vars.get(name).cloned()).unwrap()
+    }
+
+    fn repository(&self, name: &str) -> Repository {
+        Repository::new(self.registry.host(), name).unwrap()
+    }
+
+    async fn push(&self, repository: &str, image: &TestImage, tag: &str) -> String {
+        let repository = self.repository(repository);
+        for (digest, _, bytes) in &image.blobs {
+            self.client.push_blob(&repository, digest, Bytes::from(bytes.clone())).await.unwrap();
+        }
+        for (digest, media_type, bytes) in &image.manifests {
+            self.client
+                .put_manifest(&repository, digest, media_type, Bytes::from(bytes.clone()))
+                .await
+                .unwrap();
+        }
+        let (digest, media_type, bytes) = &image.root;
+        self.client.put_manifest(&repository, tag, media_type, Bytes::from(bytes.clone())).await.unwrap();
+        digest.clone()
+    }
+
+    async fn exists(&self, repository: &str, reference: &str) -> bool {
+        self.client.get_manifest(&self.repository(repository), reference).await.is_ok()
+    }
+}
+
+fn test_image(seed: u64) -> TestImage {
+    let config = LayerConfig { entries: 60, max_file_size: 256 * 1024, pax_percent: 10 };
+    image(
+        Style::Oci,
+        vec![("linux/amd64".into(), vec![TestLayer::gzip(seed, &config, 6, false)])],
+        false,
+        false,
+    )
+}
+
+fn event(action: &str, repository: &str, tag: &str, digest: &str) -> Value {
+    json!({"version": "0", "id": "e", "detail-type": "ECR Image Action", "source": "aws.ecr",
+        "account": MotoServer::ACCOUNT, "region": "us-east-1", "time": "2025-06-11T06:43:44Z", "resources": [],
+        "detail": {"result": "SUCCESS", "action-type": action, "repository-name": repository,
+                   "image-digest": digest, "image-tag": tag}})
+}
+
+fn invocation(deadline: Option<Instant>) -> Invocation {
+    Invocation { request_id: "e2e".into(), deadline }
+}
+
+/// Everything `main.rs` builds, pointed at moto.
+struct Wired {
+    registries: HttpRegistries,
+    events: EventBridge,
+    repositories: index_on_push::reconcile::EcrRepositories,
+    queue: Option<index_on_push::reconcile::SqsQueue>,
+}
+
+impl Wired {
+    async fn new(world: &World, config: &Config) -> Wired {
+        let sdk = aws::sdk(&world.moto.url()).await;
+        let (registries, _) = wiring::registries(config, &sdk).unwrap();
+        let (repositories, queue) = wiring::reconcile(config, &sdk);
+        Wired { registries, events: wiring::completion_events(&sdk), repositories, queue }
+    }
+
+    async fn dispatch(&self, payload: &Value, config: &Config, deadline: Option<Instant>) -> Value {
+        let services = Services { registries: &self.registries, completion: &self.events, ztoc_cache: None };
+        let lifecycle = Lifecycle {
+            repositories: &self.repositories,
+            queue: self.queue.as_ref().map(|q| q as &dyn WorkQueue),
+        };
+        dispatch(payload, &invocation(deadline), config, &services, &lifecycle).await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_tag_loses_its_soci_index_and_a_deleted_soci_tag_is_skipped() {
+    let world = world().await;
+    let config = world.config(&[]);
+    let wired = Wired::new(&world, &config).await;
+    let digest = world.push("team/app", &test_image(1), "1.0").await;
+    let indexed = wired.dispatch(&event("PUSH", "team/app", "1.0", &digest), &config, None).await;
+    assert_eq!(indexed["outcome"], "indexed", "{indexed}");
+    assert!(world.exists("team/app", "1.0-soci").await);
+
+    let deleted = world.client.delete_manifest(&world.repository("team/app"), &digest).await.unwrap();
+    assert!(deleted);
+    let pruned = wired.dispatch(&event("DELETE", "team/app", "1.0", &digest), &config, None).await;
+    assert_eq!(
+        (pruned["outcome"].as_str(), pruned["pruned"].as_u64()),
+        (Some("pruned"), Some(1)),
+        "{pruned}"
+    );
+    assert!(!world.exists("team/app", "1.0-soci").await, "the SOCI index went with its image");
+
+    // The deletion of soci-indexer's own output (what the prune just did) starts nothing.
+    let own = wired.dispatch(&event("DELETE", "team/app", "1.0-soci", &digest), &config, None).await;
+    assert_eq!(own["outcome"], "skipped");
+    assert!(own["reason"].as_str().unwrap().contains("soci-indexer's own output"), "{own}");
+}
+
+async fn work_queue(world: &World) -> (aws_sdk_sqs::Client, String) {
+    let sqs = aws_sdk_sqs::Client::new(&aws::sdk(&world.moto.url()).await);
+    let url =
+        sqs.create_queue().queue_name("soci-reconcile").send().await.unwrap().queue_url().unwrap().to_owned();
+    (sqs, url)
+}
+
+/// The messages waiting, as the event source mapping would deliver them (one per event), deleted.
+async fn receive(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<Value> {
+    let received = sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(0)
+        .send()
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    for message in received.messages() {
+        events.push(json!({"Records": [{"messageId": message.message_id().unwrap(), "body": message.body().unwrap(),
+                                        "eventSource": "aws:sqs", "receiptHandle": message.receipt_handle().unwrap()}]}));
+        sqs.delete_message()
+            .queue_url(url)
+            .receipt_handle(message.receipt_handle().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
+    events
+}
+
+#[tokio::test]
+async fn a_reconcile_queues_each_repository_then_indexes_the_unindexed_and_prunes_the_orphan() {
+    let world = world().await;
+    let (sqs, url) = work_queue(&world).await;
+    let config = world.config(&[("SOCI_RECONCILE_QUEUE_URL", &url), ("SOCI_FILTERS", "team/*:*")]);
+    let wired = Wired::new(&world, &config).await;
+    let ecr = aws_sdk_ecr::Client::new(&aws::sdk(&world.moto.url()).await);
+    for name in ["team/app", "team/web", "other/skip"] {
+        ecr.create_repository().repository_name(name).send().await.unwrap();
+    }
+    // team/app: pushed before the function existed. team/web: indexed, then its image deleted unseen.
+    world.push("team/app", &test_image(2), "1.0").await;
+    let web = world.push("team/web", &test_image(3), "2.0").await;
+    let indexed = wired.dispatch(&event("PUSH", "team/web", "2.0", &web), &config, None).await;
+    assert_eq!(indexed["outcome"], "indexed");
+    world.client.delete_manifest(&world.repository("team/web"), &web).await.unwrap();
+
+    let started = wired.dispatch(&json!({"reconcile": {}}), &config, None).await;
+    assert_eq!(
+        (started["outcome"].as_str(), started["repositories_listed"].as_u64()),
+        (Some("reconciled"), Some(2))
+    );
+    let messages = receive(&sqs, &url).await;
+    assert_eq!(messages.len(), 2, "one message per repository the filters may select");
+    for message in &messages {
+        assert_eq!(wired.dispatch(message, &config, None).await, json!({"batchItemFailures": []}));
+    }
+    assert!(world.exists("team/app", "1.0-soci").await, "the image pushed before is indexed");
+    assert!(!world.exists("team/web", "2.0-soci").await, "the orphan is pruned");
+}
+
+#[tokio::test]
+async fn a_repository_that_does_not_finish_before_the_deadline_is_queued_again() {
+    let world = world().await;
+    let (sqs, url) = work_queue(&world).await;
+    let config = world.config(&[("SOCI_RECONCILE_QUEUE_URL", &url)]);
+    let wired = Wired::new(&world, &config).await;
+    world.push("team/app", &test_image(4), "1.0").await;
+    let body = json!({"registry": world.registry.host(), "repository": "team/app", "attempt": 0}).to_string();
+    let message = json!({"Records": [{"messageId": "m-1", "body": body, "eventSource": "aws:sqs"}]});
+    // No time left at all: nothing can finish.
+    let answer = wired.dispatch(&message, &config, Some(Instant::now())).await;
+    assert_eq!(answer, json!({"batchItemFailures": []}), "the message succeeds: its rest is queued");
+    assert!(!world.exists("team/app", "1.0-soci").await);
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap();
+    let count = |name: QueueAttributeName| {
+        attributes.attributes().and_then(|a| a.get(&name)).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+    };
+    let waiting = count(QueueAttributeName::ApproximateNumberOfMessages)
+        + count(QueueAttributeName::ApproximateNumberOfMessagesDelayed);
+    assert_eq!(waiting, 1, "the repository is queued again, not lost: {attributes:?}");
+}

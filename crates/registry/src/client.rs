@@ -41,9 +41,11 @@ pub struct ClientConfig {
     /// timeout), the first included, within `retry.max_attempts`: a registry that never answers
     /// fails an operation after about `timeout_attempts × request_timeout` plus backoff.
     pub timeout_attempts: u32,
-    /// Blob bodies (whole-blob streams and ranges) in flight at once, across every clone of the
-    /// client: each holds one connection while it downloads. Other requests (manifests, tokens,
-    /// uploads) are short and not counted, so a blob request never waits for itself.
+    /// Blob downloads at once, across every clone of the client: a whole-blob stream holds one
+    /// permit while its body downloads, a range from before its request until its bytes are read, so
+    /// the budget bounds connections and the ranges read ahead (at most `max_connections ×
+    /// range_size` bytes) alike. Other requests (manifests, tokens, uploads) are short and not
+    /// counted, so a blob request never waits for itself.
     pub max_connections: usize,
     /// How large blobs are downloaded: `Some`, in parallel ranges (see [`RangedReads`]); `None`, as
     /// one stream each.
@@ -53,7 +55,8 @@ pub struct ClientConfig {
 /// Parallel ranged reads of one large blob: `ranges_in_flight` `Range` GETs of `range_size` bytes at
 /// a time, reassembled in order into the same verified [`BlobStream`], so a blob arrives as fast as
 /// several connections allow when each one alone is capped (S3 serves a connection at a fraction of
-/// what the zTOC builder reads). At most `ranges_in_flight × range_size` bytes of a blob are held.
+/// what the zTOC builder reads). At most `ranges_in_flight × range_size` bytes of a blob are held,
+/// and `max_connections × range_size` for the whole client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RangedReads {
     /// Blobs of at least this many bytes (as their descriptor says) are read in ranges.
@@ -67,9 +70,9 @@ pub struct RangedReads {
 
 impl Default for RangedReads {
     fn default() -> RangedReads {
-        // 4 × 8 MiB: about 3 connections' worth of a builder's pace in flight, 32 MiB held per blob
-        // (two layers at once stay well under 128 MiB of resident memory).
-        RangedReads { min_blob_size: 64 << 20, range_size: 8 << 20, ranges_in_flight: 4 }
+        // 4 × 4 MiB: enough connections to keep up with the builder when each gets 1/2.5 of its
+        // pace, 16 MiB read ahead per blob, 64 MiB at most under the default connection budget.
+        RangedReads { min_blob_size: 64 << 20, range_size: 4 << 20, ranges_in_flight: 4 }
     }
 }
 

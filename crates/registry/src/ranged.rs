@@ -2,6 +2,13 @@
 //! position on, each fetched by a task of its own (so they move while the reader computes), resumed
 //! on its own when its body breaks, and passed on in order through the same verified [`BlobStream`].
 //!
+//! Each range holds one permit of the client's connection budget from before its request until the
+//! reader is done with its bytes: the budget bounds connections and the memory of ranges read ahead
+//! alike (`max_connections × range_size` for the whole client), and a range's bytes are copied into
+//! one buffer of its size, so that the network's buffers are not kept alive by what waits. The ranges
+//! of one blob take their permits in order, so the one the reader waits for always has its permit
+//! whenever a later one does: the budget cannot deadlock, however many blobs share it.
+//!
 //! A redirect (ECR → S3) is resolved once, by the first range, and its target used for every range
 //! without the registry's credentials; a target that answers 403 or 400 has expired (presigned URLs
 //! do) and is resolved again through the registry. A server that ignores `Range` (200 with the whole
@@ -11,9 +18,10 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use bytes::BytesMut;
 use reqwest::header::{CONTENT_RANGE, RANGE};
 use reqwest::{Method, StatusCode};
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio::task::AbortHandle;
 use tracing::debug;
 use url::Url;
@@ -80,6 +88,7 @@ pub(crate) async fn start(
         ranges: VecDeque::new(),
         counter: DigestCounter::default(),
         pending_error: None,
+        previous_acquired: None,
         done: false,
     };
     // A total that differs from the descriptor's size: fail before reading what cannot verify.
@@ -217,10 +226,22 @@ impl Source {
 
 /// One range of the window: what its task has sent and not yet been read, and the task.
 struct Pending {
-    receiver: mpsc::UnboundedReceiver<Result<Bytes, Error>>,
+    receiver: mpsc::UnboundedReceiver<Message>,
+    /// The range's permit, once its task has it: dropped with the entry, when the range is read.
+    permit: Option<OwnedSemaphorePermit>,
     /// Bytes of the range not yet read.
     remaining: u64,
     task: AbortHandle,
+}
+
+/// What a range task sends to the reader.
+enum Message {
+    /// The task's permit of the connection budget, for the reader to hold until the range is read.
+    Permit(OwnedSemaphorePermit),
+    /// The next bytes of the range.
+    Bytes(Bytes),
+    /// The range failed for good.
+    Failed(Error),
 }
 
 /// The reader's side: ranges in order, hashed as they are read.
@@ -234,6 +255,8 @@ struct RangedBlob {
     counter: DigestCounter,
     /// An error to report before anything else.
     pending_error: Option<Error>,
+    /// Fires when the last range started has its permit (the next one waits for it).
+    previous_acquired: Option<oneshot::Receiver<()>>,
     done: bool,
 }
 
@@ -253,8 +276,11 @@ impl RangedBlob {
         let end = (start + self.reads.range_size).min(self.source.size);
         self.next_start = end;
         let (sender, receiver) = mpsc::unbounded_channel();
-        let task = tokio::spawn(fetch_range(self.source.clone(), start, end, opened, sender));
-        self.ranges.push_back(Pending { receiver, remaining: end - start, task: task.abort_handle() });
+        let (acquired, next_waits) = oneshot::channel();
+        let turn = Turn { after: self.previous_acquired.replace(next_waits), acquired };
+        let task = tokio::spawn(fetch_range(self.source.clone(), start..end, turn, opened, sender));
+        let pending = Pending { receiver, permit: None, remaining: end - start, task: task.abort_handle() };
+        self.ranges.push_back(pending);
     }
 
     async fn next_item(&mut self) -> Option<Result<Bytes, Error>> {
@@ -270,12 +296,13 @@ impl RangedBlob {
                 return self.verify().err().map(Err);
             };
             match front.receiver.recv().await {
-                Some(Ok(chunk)) => {
+                Some(Message::Permit(permit)) => front.permit = Some(permit),
+                Some(Message::Bytes(chunk)) => {
                     front.remaining -= chunk.len() as u64;
                     self.counter.update(&chunk);
                     return Some(Ok(chunk));
                 }
-                Some(Err(error)) => return self.fail(error),
+                Some(Message::Failed(error)) => return self.fail(error),
                 None if front.remaining == 0 => {
                     self.ranges.pop_front();
                 }
@@ -308,34 +335,56 @@ impl RangedBlob {
     }
 }
 
-/// Downloads bytes `start..end` into `sink`, resuming where a body broke, within the client's retry
-/// budget and connection budget (a permit per request, released as soon as its body is read).
+/// When a range may take its permit: after the previous range of the blob took its own.
+struct Turn {
+    /// Fires when the previous range has its permit (or is gone); `None` for the first range.
+    after: Option<oneshot::Receiver<()>>,
+    /// Tells the next range that this one has its permit.
+    acquired: oneshot::Sender<()>,
+}
+
+/// Downloads `range` of the blob into `sink`, resuming where a body broke, within the client's retry
+/// budget, with one permit of the connection budget (passed to the reader, who drops it once it has
+/// read the range).
 async fn fetch_range(
     source: Arc<Source>,
-    start: u64,
-    end: u64,
-    mut opened: Option<(RangeAnswer, OwnedSemaphorePermit)>,
-    sink: mpsc::UnboundedSender<Result<Bytes, Error>>,
+    range: std::ops::Range<u64>,
+    turn: Turn,
+    opened: Option<(RangeAnswer, OwnedSemaphorePermit)>,
+    sink: mpsc::UnboundedSender<Message>,
 ) {
     let client = &source.client;
+    let (mut opened, permit) = match opened {
+        Some((answer, permit)) => (Some(answer), permit),
+        None => {
+            if let Some(after) = turn.after {
+                // An error means the previous range's task is gone: nothing to wait for.
+                let _ = after.await;
+            }
+            (None, client.connection_permit().await)
+        }
+    };
+    let _ = turn.acquired.send(());
+    if sink.send(Message::Permit(permit)).is_err() {
+        return;
+    }
+    let (start, end) = (range.start, range.end);
     let mut offset = start;
     let mut resumes = Resumes::default();
+    let mut buffer = BytesMut::with_capacity(usize::try_from(end - start).unwrap_or(0));
     while offset < end {
-        let (mut answer, permit) = match opened.take() {
-            Some(opened) => opened,
-            None => {
-                let permit = client.connection_permit().await;
-                match client.with_retries(Error::is_retryable, |_| source.open(offset, end)).await {
-                    Ok(answer) => (answer, permit),
-                    Err(error) => {
-                        let _ = sink.send(Err(error));
-                        return;
-                    }
+        let mut answer = match opened.take() {
+            Some(answer) => answer,
+            None => match client.with_retries(Error::is_retryable, |_| source.open(offset, end)).await {
+                Ok(answer) => answer,
+                Err(error) => {
+                    let _ = sink.send(Message::Failed(error));
+                    return;
                 }
-            }
+            },
         };
-        let read = read_range(client, &mut answer, &mut offset, end, &sink).await;
-        drop((answer, permit));
+        let read = read_range(client, &mut answer, &mut offset, end, &mut buffer, &sink).await;
+        drop(answer);
         match read {
             Ok(true) => {}
             Ok(false) => return, // the reader is gone
@@ -347,7 +396,7 @@ async fn fetch_range(
                         tokio::time::sleep(delay).await;
                     }
                     Err(error) => {
-                        let _ = sink.send(Err(error));
+                        let _ = sink.send(Message::Failed(error));
                         return;
                     }
                 }
@@ -356,14 +405,15 @@ async fn fetch_range(
     }
 }
 
-/// Passes the answer's bytes up to `end` into `sink`, advancing `offset`. `Ok(false)`: the reader
-/// is gone.
+/// Passes the answer's bytes up to `end` into `sink`, copied into `buffer` (the range's own memory),
+/// advancing `offset`. `Ok(false)`: the reader is gone.
 async fn read_range(
     client: &Client,
     answer: &mut RangeAnswer,
     offset: &mut u64,
     end: u64,
-    sink: &mpsc::UnboundedSender<Result<Bytes, Error>>,
+    buffer: &mut BytesMut,
+    sink: &mpsc::UnboundedSender<Message>,
 ) -> Result<bool, Error> {
     let mut throughput = client.blob_throughput();
     while *offset < end {
@@ -381,7 +431,8 @@ async fn read_range(
             continue;
         }
         *offset += chunk.len() as u64;
-        if sink.send(Ok(chunk)).is_err() {
+        buffer.extend_from_slice(&chunk);
+        if sink.send(Message::Bytes(buffer.split().freeze())).is_err() {
             return Ok(false);
         }
     }

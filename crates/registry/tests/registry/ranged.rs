@@ -247,3 +247,56 @@ async fn one_connection_budget_holds_across_blobs_and_their_ranges() {
 fn repo_at(proxy: &ThrottleProxy, name: &str) -> Repository {
     repo(&proxy.host(), name)
 }
+
+#[tokio::test]
+async fn ranges_read_ahead_hold_their_connection_permits_until_the_reader_has_them() {
+    let registry = LocalRegistry::start().await.unwrap();
+    let proxy = FaultProxy::start(registry.addr(), FaultPlan::new()).await.unwrap();
+    let repo = repo(&proxy.host(), "ranged/read-ahead");
+    let blob = random_bytes(10 * RANGE as usize, 30);
+    let digest = sha256_digest(&blob);
+    let client = ranged_client(4, 2);
+    client.push_blob(&repo, &digest, blob.clone()).await.unwrap();
+
+    // The reader takes one chunk and pauses: a window of 4 ranges, but 2 permits, so 2 ranges only
+    // (memory read ahead is bounded by the budget, not by the window alone).
+    let before = proxy.requests_log().len();
+    let mut stream = client.get_blob(&repo, &digest, Some(blob.len() as u64)).await.unwrap();
+    let mut received = stream.next().await.unwrap().unwrap().to_vec();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = ranges_of(&proxy.requests_log()[before..]);
+    assert_eq!(asked, [(0, RANGE - 1), (RANGE, 2 * RANGE - 1)], "two ranges while the reader waits");
+    while let Some(chunk) = stream.next().await {
+        received.extend_from_slice(&chunk.unwrap());
+    }
+    assert!(received == blob);
+}
+
+#[tokio::test]
+async fn many_blobs_in_ranges_share_a_small_budget_without_deadlock() {
+    let registry = LocalRegistry::start().await.unwrap();
+    let repo = repo(&registry.host(), "ranged/many");
+    let client = ranged_client(4, 2);
+    let blobs: Vec<_> = (0..6).map(|i| random_bytes(5 * RANGE as usize + 3 * i, 40 + i as u64)).collect();
+    for blob in &blobs {
+        client.push_blob(&repo, &sha256_digest(blob), blob.clone()).await.unwrap();
+    }
+    // Six readers on a budget of two, each pausing between chunks: every one finishes (the ranges of
+    // one blob take their permits in order, so each reader's next range always gets one).
+    let reads = blobs.iter().map(|blob| {
+        let (client, repo) = (client.clone(), repo.clone());
+        async move {
+            let mut stream = client.get_blob(&repo, &sha256_digest(blob), Some(blob.len() as u64)).await?;
+            let mut out = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                out.extend_from_slice(&chunk?);
+                tokio::task::yield_now().await;
+            }
+            Ok::<_, Error>(out)
+        }
+    });
+    let all = tokio::time::timeout(Duration::from_secs(60), futures_util::future::join_all(reads));
+    for (blob, got) in blobs.iter().zip(all.await.expect("no deadlock")) {
+        assert!(got.unwrap() == *blob);
+    }
+}

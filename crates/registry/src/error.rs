@@ -63,7 +63,10 @@ pub enum Error {
 
     /// The tag exists and the repository does not let tags move (ECR's IMMUTABLE tag setting answers
     /// `400 TAG_INVALID` "... cannot be overwritten because the repository is immutable").
-    #[error("{reference}: the tag exists and cannot be overwritten: the repository's tags are immutable{}", fmt_detail(detail))]
+    #[error(
+        "{reference}: the tag exists and cannot be overwritten: the repository's tags are immutable{}",
+        fmt_detail(detail)
+    )]
     TagImmutable {
         /// `registry/repository:tag`.
         reference: String,

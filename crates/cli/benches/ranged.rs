@@ -1,0 +1,158 @@
+//! Benchmark: one large layer through a capped connection, as S3 serves a Lambda: one stream versus
+//! parallel ranges.
+//!
+//! `cargo bench -p soci-indexer --bench ranged` reuses the 500+ MB gzip layer of /usr that the reuse
+//! bench caches under `target/bench-data/` (or makes it the same way), pushes a one-layer image to a
+//! real local registry (Debian's docker-registry), and times `soci-indexer create --no-ztoc-cache`
+//! pinned to one core (`taskset -c 0`, like a 1-vCPU Lambda), in one run:
+//! 1. straight to the registry (the builder's own pace on one core);
+//! 2. through testkit's `ThrottleProxy`, each connection capped at 1/2.5 of that pace, one stream
+//!    (`--ranges-per-layer 1`);
+//! 3. the same, with the default ranged reads.
+//!
+//! The registry and the proxy run on the other core. Target: 3 within 1.3x of 1, peak RSS of each
+//! create <= 128 MiB.
+
+// support::measure uses wait4 and this bench pins itself with sched_setaffinity.
+#![allow(unsafe_code)]
+
+mod support;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use registry::{Client, ClientConfig, Repository};
+use support::{measure, ChildRun};
+use testkit::image::{image, Style, TestLayer};
+use testkit::proxy::ThrottleProxy;
+use testkit::registry::LocalRegistry;
+
+/// File data in the big layer: about 1.6 GB of /usr compresses to more than 500 MB at gzip -6.
+const BIG_LAYER_DATA: u64 = 1_600_000_000;
+const BIG_LAYER_ROOTS: [&str; 5] =
+    ["/usr/lib/x86_64-linux-gnu", "/usr/lib/jvm", "/usr/lib/gcc", "/usr/lib/google-cloud-sdk", "/usr/share"];
+/// The cap of each connection, as a fraction of the straight run's pace.
+const CAP_DIVISOR: f64 = 2.5;
+
+/// The reuse bench's cached big layer, made here the same way if it is missing.
+fn big_layer() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-data");
+    std::fs::create_dir_all(&dir).expect("bench-data dir");
+    let path = dir.join("reuse-big.tar.gz");
+    if !path.exists() {
+        eprintln!("making {} ...", path.display());
+        let partial = path.with_extension("partial");
+        let out = std::fs::File::create(&partial).expect("create layer");
+        let mut gzip =
+            Command::new("gzip").arg("-6").stdin(Stdio::piped()).stdout(out).spawn().expect("gzip");
+        let roots: Vec<&Path> = BIG_LAYER_ROOTS.iter().map(Path::new).filter(|p| p.exists()).collect();
+        let stdin = std::io::BufWriter::new(gzip.stdin.take().expect("stdin"));
+        testkit::tar_host_tree(&roots, BIG_LAYER_DATA, stdin).expect("write tar");
+        assert!(gzip.wait().expect("gzip").success());
+        std::fs::rename(&partial, &path).expect("rename");
+    }
+    path
+}
+
+/// Pushes the one-layer image `bench/ranged:big` (in a child process: see `main`).
+fn push_image(host: &str) {
+    let blob = std::fs::read(big_layer()).expect("read layer");
+    let mut tar = Vec::new();
+    flate2::read::MultiGzDecoder::new(&blob[..]).read_to_end(&mut tar).expect("gunzip");
+    let layer = TestLayer::from_parts("application/vnd.oci.image.layer.v1.tar+gzip", blob, &tar, Vec::new());
+    drop(tar);
+    let made = image(Style::Oci, vec![("linux/amd64".into(), vec![layer])], false, false);
+    let client = Client::new(
+        ClientConfig { plain_http: true, ..ClientConfig::default() },
+        Arc::new(registry::Anonymous),
+    )
+    .expect("client");
+    let repo = Repository::new(host, "bench/ranged").expect("repository");
+    tokio::runtime::Runtime::new().expect("runtime").block_on(async {
+        for (digest, _, bytes) in made.blobs {
+            client.push_blob(&repo, &digest, Bytes::from(bytes)).await.expect("push blob");
+        }
+        let (_, media_type, bytes) = made.root;
+        client.put_manifest(&repo, "big", &media_type, Bytes::from(bytes)).await.expect("push manifest");
+    });
+}
+
+/// `soci-indexer create` of the image at `host`, pinned to core 0.
+fn create(host: &str, extra: &[&str]) -> ChildRun {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "0", env!("CARGO_BIN_EXE_soci-indexer"), "create"])
+        .arg(format!("{host}/bench/ranged:big"))
+        .args(["--plain-http", "--force", "--no-ztoc-cache", "--json"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    measure(cmd)
+}
+
+/// Pins this process (and so the registry and proxy it starts) to core 1, away from the creates.
+fn pin_to_core(core: usize) {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity only touch that set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0, "pin");
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--push-bench-image") {
+        push_image(&args[at + 1]);
+        return;
+    }
+    if !args.iter().any(|a| a == "--bench") {
+        eprintln!("ranged: run with `cargo bench -p soci-indexer --bench ranged`");
+        return;
+    }
+    let size = std::fs::metadata(big_layer()).expect("big layer").len();
+    pin_to_core(1);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let registry = runtime.block_on(LocalRegistry::start()).expect("start docker-registry");
+    let status = Command::new(std::env::current_exe().expect("bench executable"))
+        .args(["--push-bench-image", &registry.host()])
+        .status()
+        .expect("run the pusher");
+    assert!(status.success(), "pushing the bench image failed");
+
+    let straight = create(&registry.host(), &[]);
+    let pace = size as f64 / straight.wall.as_secs_f64();
+    let cap = (pace / CAP_DIVISOR) as u64;
+    let proxy = runtime.block_on(ThrottleProxy::start(registry.addr(), cap)).expect("throttle proxy");
+    let one_stream = create(&proxy.host(), &["--ranges-per-layer", "1"]);
+    let after_one = (proxy.connections(), proxy.max_busy_connections());
+    let ranged = create(&proxy.host(), &[]);
+
+    println!(
+        "layer: {:.1} MB gzip; creates pinned to core 0 (taskset -c 0), registry and proxy on core 1; one run",
+        size as f64 / 1e6
+    );
+    println!("cap per connection: {:.1} MB/s (straight pace / {CAP_DIVISOR})", cap as f64 / 1e6);
+    let line = |name: &str, run: &ChildRun| {
+        println!(
+            "{name:<40} {:>8.3} s  {:>7.1} MB/s  {:>5.2}x straight  peak RSS {:>6.1} MiB",
+            run.wall.as_secs_f64(),
+            size as f64 / 1e6 / run.wall.as_secs_f64(),
+            run.wall.as_secs_f64() / straight.wall.as_secs_f64(),
+            run.max_rss_kib as f64 / 1024.0
+        )
+    };
+    line("straight (no cap)", &straight);
+    line("capped, one stream (--ranges-per-layer 1)", &one_stream);
+    line("capped, ranges (defaults)", &ranged);
+    println!(
+        "connections at the proxy: one stream {} (most busy at once {}), ranges {} (most busy at once {})",
+        after_one.0,
+        after_one.1,
+        proxy.connections() - after_one.0,
+        proxy.max_busy_connections()
+    );
+    println!("target: capped with ranges <= 1.30x straight, peak RSS <= 128 MiB");
+}

@@ -13,7 +13,11 @@
 #      then the second image's: its base layer's zTOC comes from the cache, mounted, not built; after
 #      each, the completion event the queue got is printed;
 #   5. what the function pushed is read back from the registry: the <tag>-soci index, the SOCI index
-#      of each platform and its per-layer zTOCs.
+#      of each platform and its per-layer zTOCs;
+#   6. the first image is deleted and its ECR "DELETE" event sent: the function removes its <tag>-soci;
+#   7. a reconcile request ({"reconcile": {}}) queues one message per repository on an SQS work queue
+#      (in moto), each message is sent to the function as the event source mapping would: a third
+#      image, pushed before the function was started and never announced, gets indexed (the backfill).
 #
 # Everything runs on 127.0.0.1 on free ports, keeps its files and logs in a temporary directory outside
 # the project (cargo lambda watch reloads on changes in the project tree), and is stopped and removed
@@ -133,7 +137,8 @@ ecr_endpoint="http://127.0.0.1:$moto_port"
 
 # The ECR side of a push: the repositories exist, and the registry password comes from
 # GetAuthorizationToken (what `aws ecr get-login-password` prints).
-password=$(python3 - "$ecr_endpoint" "$repository" "$second_repository" <<'EOF'
+third_repository=${DEMO_THIRD_REPOSITORY:-demo/old}
+password=$(python3 - "$ecr_endpoint" "$repository" "$second_repository" "$third_repository" <<'EOF'
 import base64, sys
 import boto3
 ecr = boto3.client("ecr", endpoint_url=sys.argv[1])
@@ -171,6 +176,14 @@ events.put_rule(Name=queue, EventPattern=json.dumps(pattern))
 events.put_targets(Rule=queue, Targets=[{"Id": "queue", "Arn": arn}])
 EOF
 echo "moto      DynamoDB table $cache_table (the zTOC cache), EventBridge rule -> SQS queue $completion_queue"
+# The template's reconcile work queue.
+work_queue_url=$(python3 - "$ecr_endpoint" <<'EOF'
+import sys
+import boto3
+print(boto3.client("sqs", endpoint_url=sys.argv[1]).create_queue(QueueName="soci-reconcile")["QueueUrl"])
+EOF
+)
+echo "moto      SQS work queue $work_queue_url (the reconcile)"
 
 registry_port=$(free_port)
 mkdir -p "$work/registry"
@@ -217,6 +230,12 @@ second_digest=$(cargo run --quiet -p soci-indexer-e2e --example push_sample_imag
     --user AWS --password "$password" --variant 1)
 [[ $second_digest == sha256:* ]] || die "the second image push printed no digest"
 
+say "pushing a third image before the function runs, never announced: $third_repository:$tag"
+third_digest=$(cargo run --quiet -p soci-indexer-e2e --example push_sample_image -- \
+    --registry "127.0.0.1:$registry_port" --repository "$third_repository" --tag "$tag" \
+    --user AWS --password "$password" --variant 1)
+[[ $third_digest == sha256:* ]] || die "the third image push printed no digest"
+
 say "starting the function: cargo lambda watch (log: $work/function.log)"
 invoke_port=$(free_port)
 cat >"$work/function.env" <<EOF
@@ -226,6 +245,8 @@ AWS_ENDPOINT_URL_EVENTBRIDGE=$ecr_endpoint
 AWS_ENDPOINT_URL_DYNAMODB=$ecr_endpoint
 SOCI_COMPLETION_EVENT_BUS=default
 SOCI_ZTOC_CACHE_TABLE=$cache_table
+SOCI_RECONCILE_QUEUE_URL=$work_queue_url
+AWS_ENDPOINT_URL_SQS=$ecr_endpoint
 AWS_REGION=$region
 AWS_DEFAULT_REGION=$region
 AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID
@@ -269,7 +290,7 @@ push_event "$work/event.json" "$repository" "$digest"
 push_event "$work/second-event.json" "$second_repository" "$second_digest"
 
 invoke() {
-    local what=$1 event=${2:-event.json} lines
+    local what=$1 event=${2:-event.json} expected_events=${3:-1} lines
     say "cargo lambda invoke index-on-push --data-file $event  ($what)"
     lines=$(wc -l <"$work/function.log")
     if ! cargo lambda invoke index-on-push --invoke-address 127.0.0.1 --invoke-port "$invoke_port" \
@@ -296,12 +317,13 @@ for line in sys.stdin:
         print("EMF  " + "  ".join(f"{name}={record.get(name)}" for name in metrics))
     elif record.get("outcome"):
         keep = ("level", "message", "repository", "digest", "tag", "outcome", "reason", "index_digest",
-                "pushed_tag", "layers_indexed", "layers_reused", "layers_skipped", "bytes", "duration_ms",
-                "retry", "completion_event_failed")
+                "pushed_tag", "layers_indexed", "layers_reused", "layers_skipped", "bytes", "pruned",
+                "repositories_listed", "tags_indexed", "requeued", "duration_ms", "retry",
+                "completion_event_failed")
         print("log  " + json.dumps({k: record[k] for k in keep if k in record}))
 '
     # The completion event the rule delivered to the queue meanwhile.
-    python3 - "$ecr_endpoint" "$completion_queue" <<'EOF'
+    python3 - "$ecr_endpoint" "$completion_queue" "$expected_events" <<'EOF'
 import json, sys
 import boto3
 sqs = boto3.client("sqs", endpoint_url=sys.argv[1])
@@ -316,8 +338,8 @@ while True:
         print(f"completion event  {event['source']} / {event['detail-type']}: " + json.dumps(event["detail"]))
         sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
         received += 1
-if received != 1:
-    sys.exit(f"local-demo: expected one completion event in the queue, got {received}")
+if received != int(sys.argv[3]):
+    sys.exit(f"local-demo: expected {sys.argv[3]} completion event(s) in the queue, got {received}")
 EOF
 }
 
@@ -345,5 +367,58 @@ python3 infra/show-soci-index.py --registry "$registry_url" --repository "$repos
 say "what the function pushed to $registry_url/$second_repository"
 python3 infra/show-soci-index.py --registry "$registry_url" --repository "$second_repository" --tag "$tag" \
     --tag-suffix="$tag_suffix" --user AWS --password "$password"
+
+say "deleting $repository:$tag (its manifest, by digest) from the registry"
+python3 - "$registry_url" "$repository" "$digest" "$password" <<'EOF'
+import sys
+import requests
+url, repository, digest, password = sys.argv[1:]
+answer = requests.delete(f"{url}/v2/{repository}/manifests/{digest}", auth=("AWS", password), timeout=30)
+print(f"DELETE {repository}@{digest[:19]}...: HTTP {answer.status_code}")
+answer.raise_for_status()
+EOF
+python3 - "$work/event.json" "$work/delete-event.json" <<'EOF'
+import json, sys, uuid
+event = json.load(open(sys.argv[1]))
+event["id"] = str(uuid.uuid4())
+event["detail"]["action-type"] = "DELETE"
+event["detail"].pop("manifest-media-type", None)
+json.dump(event, open(sys.argv[2], "w"), indent=2)
+EOF
+invoke "the image's DELETE event: its $tag$tag_suffix goes too" delete-event.json
+soci_status=$(curl -s -o /dev/null -w '%{http_code}' -u "AWS:$password" \
+    -H 'Accept: application/vnd.oci.image.index.v1+json' "$registry_url/v2/$repository/manifests/$tag$tag_suffix")
+echo "$repository:$tag$tag_suffix now answers HTTP $soci_status"
+[ "$soci_status" = 404 ] || die "the deleted image's SOCI index is still there"
+
+say "the reconcile: backfills $third_repository:$tag, pushed before the function started"
+echo '{"reconcile": {}}' >"$work/reconcile.json"
+invoke "a reconcile request (as the schedule sends it, or aws lambda invoke by hand)" reconcile.json 0
+python3 - "$ecr_endpoint" "$work_queue_url" "$work" <<'EOF'
+import json, sys
+import boto3
+endpoint, url, work = sys.argv[1:]
+sqs = boto3.client("sqs", endpoint_url=endpoint)
+count = 0
+while True:
+    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+    if not messages:
+        break
+    for message in messages:
+        count += 1
+        event = {"Records": [{"messageId": message["MessageId"], "receiptHandle": message["ReceiptHandle"],
+                              "body": message["Body"], "eventSource": "aws:sqs", "awsRegion": "us-east-1"}]}
+        json.dump(event, open(f"{work}/work-{count}.json", "w"))
+        print(f"work queue message {count}: {message['Body']}")
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+open(f"{work}/work-count", "w").write(str(count))
+EOF
+for i in $(seq 1 "$(cat "$work/work-count")"); do
+    invoke "work queue message $i, as the event source mapping delivers it" "work-$i.json" 0
+done
+third_status=$(curl -s -o /dev/null -w '%{http_code}' -u "AWS:$password" \
+    -H 'Accept: application/vnd.oci.image.index.v1+json' "$registry_url/v2/$third_repository/manifests/$tag$tag_suffix")
+echo "$third_repository:$tag$tag_suffix now answers HTTP $third_status"
+[ "$third_status" = 200 ] || die "the reconcile did not index $third_repository:$tag"
 
 say "done: every process stopped and $work removed on exit"

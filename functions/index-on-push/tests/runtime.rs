@@ -217,6 +217,32 @@ fn fixture_event() -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// Stops the binary and checks what it wrote: no secret, JSON lines only, one outcome line and one EMF
+/// object per event (four: the push, then three skips).
+async fn assert_output(mut child: tokio::process::Child, registry_host: &str) {
+    child.start_kill().unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stdout.contains(MotoServer::ECR_PASSWORD) && !stderr.contains(MotoServer::ECR_PASSWORD));
+    let lines: Vec<Value> = stdout.lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+    assert_eq!(lines.len(), stdout.lines().count(), "every stdout line is JSON:\n{stdout}");
+    let outcomes: Vec<&Value> =
+        lines.iter().filter(|l| l.get("outcome").is_some() && l.get("_aws").is_none()).collect();
+    assert_eq!(outcomes.len(), 4, "one log line per event:\n{stdout}");
+    let indexed = outcomes[0];
+    assert_eq!(indexed["request_id"], "req-push", "{indexed}");
+    assert_eq!(indexed["outcome"], "indexed");
+    assert_eq!(indexed["repository"], "sample/app");
+    assert_eq!(indexed["registry"], registry_host);
+    assert_eq!(indexed["layers_indexed"], 1);
+    assert!(indexed["index_digest"].as_str().is_some_and(|d| d.starts_with("sha256:")));
+    assert_eq!(indexed["span"]["request_id"], "req-push", "the event's span carries the request id");
+    let metrics: Vec<&Value> = lines.iter().filter(|l| l.get("_aws").is_some()).collect();
+    assert_eq!(metrics.len(), 4, "one EMF object per event:\n{stdout}");
+    assert_eq!((metrics[0]["Indexed"].as_u64(), metrics[1]["Skipped"].as_u64()), (Some(1), Some(1)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_push_events_from_the_runtime_api() {
     let moto = MotoServer::start().await.unwrap();
@@ -224,7 +250,7 @@ async fn the_binary_serves_push_events_from_the_runtime_api() {
 
     let mut api = RuntimeApi::start().await;
     let started = Instant::now();
-    let mut child = tokio::process::Command::from(command(&[
+    let child = tokio::process::Command::from(command(&[
         ("AWS_LAMBDA_RUNTIME_API", api.addr.to_string()),
         ("AWS_ENDPOINT_URL_ECR", moto.url()),
         ("SOCI_REGISTRY_URL", registry.url()),
@@ -279,27 +305,7 @@ async fn the_binary_serves_push_events_from_the_runtime_api() {
         assert!(body["reason"].as_str().unwrap_or_default().contains(expected_reason), "{body}");
     }
 
-    child.start_kill().unwrap();
-    let output = child.wait_with_output().await.unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!stdout.contains(MotoServer::ECR_PASSWORD) && !stderr.contains(MotoServer::ECR_PASSWORD));
-    let lines: Vec<Value> = stdout.lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
-    assert_eq!(lines.len(), stdout.lines().count(), "every stdout line is JSON:\n{stdout}");
-    let outcomes: Vec<&Value> =
-        lines.iter().filter(|l| l.get("outcome").is_some() && l.get("_aws").is_none()).collect();
-    assert_eq!(outcomes.len(), 4, "one log line per event:\n{stdout}");
-    let indexed = outcomes[0];
-    assert_eq!(indexed["request_id"], "req-push", "{indexed}");
-    assert_eq!(indexed["outcome"], "indexed");
-    assert_eq!(indexed["repository"], "sample/app");
-    assert_eq!(indexed["registry"], registry.host());
-    assert_eq!(indexed["layers_indexed"], 1);
-    assert!(indexed["index_digest"].as_str().is_some_and(|d| d.starts_with("sha256:")));
-    assert_eq!(indexed["span"]["request_id"], "req-push", "the event's span carries the request id");
-    let metrics: Vec<&Value> = lines.iter().filter(|l| l.get("_aws").is_some()).collect();
-    assert_eq!(metrics.len(), 4, "one EMF object per event:\n{stdout}");
-    assert_eq!((metrics[0]["Indexed"].as_u64(), metrics[1]["Skipped"].as_u64()), (Some(1), Some(1)));
+    assert_output(child, &registry.host()).await;
 }
 
 #[test]

@@ -137,11 +137,12 @@ fn main() {
     println!("cap per connection: {:.1} MB/s (straight pace / {CAP_DIVISOR})", cap as f64 / 1e6);
     let line = |name: &str, run: &ChildRun| {
         println!(
-            "{name:<40} {:>8.3} s  {:>7.1} MB/s  {:>5.2}x straight  peak RSS {:>6.1} MiB",
+            "{name:<40} {:>8.3} s  {:>7.1} MB/s  {:>5.2}x straight  peak RSS {:>6.1} MiB  CPU {:>6.2} s",
             run.wall.as_secs_f64(),
             size as f64 / 1e6 / run.wall.as_secs_f64(),
             run.wall.as_secs_f64() / straight.wall.as_secs_f64(),
-            run.max_rss_kib as f64 / 1024.0
+            run.max_rss_kib as f64 / 1024.0,
+            run.cpu.as_secs_f64()
         )
     };
     line("straight (no cap)", &straight);

@@ -9,6 +9,9 @@ pub struct ChildRun {
     pub wall: Duration,
     /// Peak resident set size, KiB.
     pub max_rss_kib: i64,
+    /// CPU time, user and system, of the child itself.
+    #[allow(dead_code)]
+    pub cpu: Duration,
 }
 
 /// Runs `cmd` to completion and reads its own rusage (not the sum over all children).
@@ -25,7 +28,10 @@ pub fn measure(mut cmd: Command) -> ChildRun {
     std::mem::forget(child);
     assert_eq!(waited, pid, "wait4 failed");
     assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{cmd:?} failed with status {status}");
-    ChildRun { wall, max_rss_kib: usage.ru_maxrss }
+    let seconds =
+        |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    let cpu = seconds(usage.ru_utime) + seconds(usage.ru_stime);
+    ChildRun { wall, max_rss_kib: usage.ru_maxrss, cpu }
 }
 
 /// Peak RSS of this process so far, MiB (used by one of the two benches).

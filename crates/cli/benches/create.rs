@@ -16,17 +16,13 @@
 
 mod support;
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
-use support::{measure, ChildRun};
+use support::{layer_from_file, measure, push_layers, ChildRun};
 
-use bytes::Bytes;
-use registry::{Client, ClientConfig, Repository};
-use testkit::image::{image, Style, TestLayer};
+use registry::Repository;
 use testkit::registry::LocalRegistry;
 
 const LAYER_ROOTS: [&[&str]; 4] = [
@@ -38,42 +34,7 @@ const LAYER_ROOTS: [&[&str]; 4] = [
 
 /// The cached layer `n` (gzip -6 of a tar of some /usr trees, ~280 MB of file data).
 fn layer(n: usize) -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-data");
-    std::fs::create_dir_all(&dir).expect("bench-data dir");
-    let path = dir.join(format!("create-layer-{n}.tar.gz"));
-    if !path.exists() {
-        eprintln!("making {} ...", path.display());
-        let partial = path.with_extension("partial");
-        let out = std::fs::File::create(&partial).expect("create layer");
-        let mut gzip =
-            Command::new("gzip").arg("-6").stdin(Stdio::piped()).stdout(out).spawn().expect("gzip");
-        let roots: Vec<&Path> = LAYER_ROOTS[n].iter().map(Path::new).collect();
-        testkit::tar_host_tree(
-            &roots,
-            280_000_000,
-            std::io::BufWriter::new(gzip.stdin.take().expect("stdin")),
-        )
-        .expect("write tar");
-        assert!(gzip.wait().expect("gzip").success());
-        std::fs::rename(&partial, &path).expect("rename");
-    }
-    path
-}
-
-fn test_layer(path: &Path) -> TestLayer {
-    let blob = std::fs::read(path).expect("read layer");
-    let mut tar = Vec::new();
-    flate2::read::MultiGzDecoder::new(&blob[..]).read_to_end(&mut tar).expect("gunzip");
-    TestLayer::from_parts("application/vnd.oci.image.layer.v1.tar+gzip", blob, &tar, Vec::new())
-}
-
-async fn push(client: &Client, repo: &Repository, layers: Vec<TestLayer>, tag: &str) {
-    let image = image(Style::Oci, vec![("linux/amd64".into(), layers)], false, false);
-    for (digest, _, bytes) in image.blobs {
-        client.push_blob(repo, &digest, Bytes::from(bytes)).await.expect("push blob");
-    }
-    let (_, media_type, bytes) = image.root;
-    client.put_manifest(repo, tag, &media_type, Bytes::from(bytes)).await.expect("push manifest");
+    support::cached_layer(&format!("create-layer-{n}.tar.gz"), LAYER_ROOTS[n], 280_000_000)
 }
 
 fn create(host: &str, image_ref: &str) -> ChildRun {
@@ -95,15 +56,11 @@ fn create(host: &str, image_ref: &str) -> ChildRun {
 /// Pushes the two bench images (in a child process: see `main`).
 fn push_images(host: &str, paths: &[PathBuf]) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let client = Client::new(
-        ClientConfig { plain_http: true, ..ClientConfig::default() },
-        Arc::new(registry::Anonymous),
-    )
-    .expect("client");
+    let client = support::local_client();
     let repo = Repository::new(host, "bench").expect("repository");
     runtime.block_on(async {
-        push(&client, &repo, vec![test_layer(&paths[0])], "one").await;
-        push(&client, &repo, paths.iter().map(|p| test_layer(p)).collect(), "four").await;
+        push_layers(&client, &repo, vec![layer_from_file(&paths[0])], "one").await;
+        push_layers(&client, &repo, paths.iter().map(|p| layer_from_file(p)).collect(), "four").await;
     });
 }
 
@@ -138,13 +95,7 @@ fn main() {
 
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let registry = runtime.block_on(LocalRegistry::start()).expect("start docker-registry");
-    // The images are pushed by a child process: Linux counts the RSS a child inherits at fork/exec in
-    // its peak, so this process must stay small for the measurements below to be the CLI's own.
-    let status = Command::new(std::env::current_exe().expect("bench executable"))
-        .args(["--push-bench-images", &registry.host()])
-        .status()
-        .expect("run the pusher");
-    assert!(status.success(), "pushing the bench images failed");
+    support::run_self(&["--push-bench-images", &registry.host()]);
     println!(
         "(this bench process: peak RSS {:.1} MiB; the figures below are the CLI's own)",
         support::own_peak_rss_mib()

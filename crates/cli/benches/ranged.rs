@@ -18,15 +18,11 @@
 
 mod support;
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 
-use bytes::Bytes;
-use registry::{Client, ClientConfig, Repository};
-use support::{measure, ChildRun};
-use testkit::image::{image, Style, TestLayer};
+use registry::Repository;
+use support::{layer_from_file, measure, push_layers, ChildRun};
 use testkit::proxy::ThrottleProxy;
 use testkit::registry::LocalRegistry;
 
@@ -39,45 +35,20 @@ const CAP_DIVISOR: f64 = 2.5;
 
 /// The reuse bench's cached big layer, made here the same way if it is missing.
 fn big_layer() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-data");
-    std::fs::create_dir_all(&dir).expect("bench-data dir");
-    let path = dir.join("reuse-big.tar.gz");
-    if !path.exists() {
-        eprintln!("making {} ...", path.display());
-        let partial = path.with_extension("partial");
-        let out = std::fs::File::create(&partial).expect("create layer");
-        let mut gzip =
-            Command::new("gzip").arg("-6").stdin(Stdio::piped()).stdout(out).spawn().expect("gzip");
-        let roots: Vec<&Path> = BIG_LAYER_ROOTS.iter().map(Path::new).filter(|p| p.exists()).collect();
-        let stdin = std::io::BufWriter::new(gzip.stdin.take().expect("stdin"));
-        testkit::tar_host_tree(&roots, BIG_LAYER_DATA, stdin).expect("write tar");
-        assert!(gzip.wait().expect("gzip").success());
-        std::fs::rename(&partial, &path).expect("rename");
-    }
-    path
+    support::cached_layer("reuse-big.tar.gz", &BIG_LAYER_ROOTS, BIG_LAYER_DATA)
 }
 
 /// Pushes the one-layer image `bench/ranged:big` (in a child process: see `main`).
 fn push_image(host: &str) {
-    let blob = std::fs::read(big_layer()).expect("read layer");
-    let mut tar = Vec::new();
-    flate2::read::MultiGzDecoder::new(&blob[..]).read_to_end(&mut tar).expect("gunzip");
-    let layer = TestLayer::from_parts("application/vnd.oci.image.layer.v1.tar+gzip", blob, &tar, Vec::new());
-    drop(tar);
-    let made = image(Style::Oci, vec![("linux/amd64".into(), vec![layer])], false, false);
-    let client = Client::new(
-        ClientConfig { plain_http: true, ..ClientConfig::default() },
-        Arc::new(registry::Anonymous),
-    )
-    .expect("client");
+    let layer = layer_from_file(&big_layer());
     let repo = Repository::new(host, "bench/ranged").expect("repository");
-    tokio::runtime::Runtime::new().expect("runtime").block_on(async {
-        for (digest, _, bytes) in made.blobs {
-            client.push_blob(&repo, &digest, Bytes::from(bytes)).await.expect("push blob");
-        }
-        let (_, media_type, bytes) = made.root;
-        client.put_manifest(&repo, "big", &media_type, Bytes::from(bytes)).await.expect("push manifest");
-    });
+    let client = support::local_client();
+    tokio::runtime::Runtime::new().expect("runtime").block_on(push_layers(
+        &client,
+        &repo,
+        vec![layer],
+        "big",
+    ));
 }
 
 /// `soci-indexer create` of the image at `host`, pinned to core 0.
@@ -116,11 +87,7 @@ fn main() {
     pin_to_core(1);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let registry = runtime.block_on(LocalRegistry::start()).expect("start docker-registry");
-    let status = Command::new(std::env::current_exe().expect("bench executable"))
-        .args(["--push-bench-image", &registry.host()])
-        .status()
-        .expect("run the pusher");
-    assert!(status.success(), "pushing the bench image failed");
+    support::run_self(&["--push-bench-image", &registry.host()]);
 
     let straight = create(&registry.host(), &[]);
     let pace = size as f64 / straight.wall.as_secs_f64();

@@ -12,15 +12,12 @@
 
 mod support;
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 
-use bytes::Bytes;
-use registry::{Client, ClientConfig, Repository};
-use support::{measure, ChildRun};
-use testkit::image::{image, Style, TestLayer};
+use registry::Repository;
+use support::{layer_from_file, measure, push_layers, ChildRun};
+use testkit::image::TestLayer;
 use testkit::registry::LocalRegistry;
 use testkit::LayerConfig;
 
@@ -31,29 +28,7 @@ const BIG_LAYER_ROOTS: [&str; 5] =
 
 /// The cached big layer.
 fn big_layer() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-data");
-    std::fs::create_dir_all(&dir).expect("bench-data dir");
-    let path = dir.join("reuse-big.tar.gz");
-    if !path.exists() {
-        eprintln!("making {} ...", path.display());
-        let partial = path.with_extension("partial");
-        let out = std::fs::File::create(&partial).expect("create layer");
-        let mut gzip =
-            Command::new("gzip").arg("-6").stdin(Stdio::piped()).stdout(out).spawn().expect("gzip");
-        let roots: Vec<&Path> = BIG_LAYER_ROOTS.iter().map(Path::new).filter(|p| p.exists()).collect();
-        let stdin = std::io::BufWriter::new(gzip.stdin.take().expect("stdin"));
-        testkit::tar_host_tree(&roots, BIG_LAYER_DATA, stdin).expect("write tar");
-        assert!(gzip.wait().expect("gzip").success());
-        std::fs::rename(&partial, &path).expect("rename");
-    }
-    path
-}
-
-fn layer_from_file(path: &Path) -> TestLayer {
-    let blob = std::fs::read(path).expect("read layer");
-    let mut tar = Vec::new();
-    flate2::read::MultiGzDecoder::new(&blob[..]).read_to_end(&mut tar).expect("gunzip");
-    TestLayer::from_parts("application/vnd.oci.image.layer.v1.tar+gzip", blob, &tar, Vec::new())
+    support::cached_layer("reuse-big.tar.gz", &BIG_LAYER_ROOTS, BIG_LAYER_DATA)
 }
 
 /// A small layer of an image's own (above the default 10 MiB minimum, so it is indexed too).
@@ -61,30 +36,17 @@ fn small_layer(seed: u64) -> TestLayer {
     TestLayer::gzip(seed, &LayerConfig { entries: 400, max_file_size: 256 * 1024, pax_percent: 0 }, 1, false)
 }
 
-async fn push(client: &Client, repo: &Repository, layers: Vec<TestLayer>, tag: &str) {
-    let image = image(Style::Oci, vec![("linux/amd64".into(), layers)], false, false);
-    for (digest, _, bytes) in image.blobs {
-        client.push_blob(repo, &digest, Bytes::from(bytes)).await.expect("push blob");
-    }
-    let (_, media_type, bytes) = image.root;
-    client.put_manifest(repo, tag, &media_type, Bytes::from(bytes)).await.expect("push manifest");
-}
-
 /// Pushes A and B to `bench/app` and C to `bench/other` (in a child process: see `main`).
 fn push_images(host: &str) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let client = Client::new(
-        ClientConfig { plain_http: true, ..ClientConfig::default() },
-        Arc::new(registry::Anonymous),
-    )
-    .expect("client");
+    let client = support::local_client();
     let app = Repository::new(host, "bench/app").expect("repository");
     let other = Repository::new(host, "bench/other").expect("repository");
     let big = layer_from_file(&big_layer());
     runtime.block_on(async {
-        push(&client, &app, vec![big.clone(), small_layer(1)], "a").await;
-        push(&client, &app, vec![big.clone(), small_layer(2)], "b").await;
-        push(&client, &other, vec![big, small_layer(2)], "c").await;
+        push_layers(&client, &app, vec![big.clone(), small_layer(1)], "a").await;
+        push_layers(&client, &app, vec![big.clone(), small_layer(2)], "b").await;
+        push_layers(&client, &other, vec![big, small_layer(2)], "c").await;
     });
 }
 
@@ -111,11 +73,7 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let registry = runtime.block_on(LocalRegistry::start()).expect("start docker-registry");
     let host = registry.host();
-    let status = Command::new(std::env::current_exe().expect("bench executable"))
-        .args(["--push-bench-images", &host])
-        .status()
-        .expect("run the pusher");
-    assert!(status.success(), "pushing the bench images failed");
+    support::run_self(&["--push-bench-images", &host]);
 
     let cache_dir = tempfile::tempdir().expect("cache dir");
     let cache = ["--ztoc-cache", cache_dir.path().to_str().expect("utf-8 path")];

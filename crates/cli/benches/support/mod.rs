@@ -1,4 +1,8 @@
-//! What both benchmarks need: run a child process and read its own wall time and peak RSS.
+//! What the benchmarks share: run a child process and read its own wall time and peak RSS; make (once)
+//! and cache gzip layers of this machine's /usr; push one-platform images to a local registry.
+//!
+//! Each bench binary compiles this module and uses part of it.
+#![allow(dead_code)]
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -10,7 +14,6 @@ pub struct ChildRun {
     /// Peak resident set size, KiB.
     pub max_rss_kib: i64,
     /// CPU time, user and system, of the child itself.
-    #[allow(dead_code)]
     pub cpu: Duration,
 }
 
@@ -42,4 +45,79 @@ pub fn own_peak_rss_mib() -> f64 {
     // SAFETY: as above.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut own) };
     own.ru_maxrss as f64 / 1024.0
+}
+
+/// The directory bench layers are cached in (`target/bench-data`).
+pub fn bench_data() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-data");
+    std::fs::create_dir_all(&dir).expect("bench-data dir");
+    dir
+}
+
+/// `target/bench-data/<name>`, made once: gzip -6 of a tar of up to `data` bytes of files under `roots`
+/// (those that exist on this machine).
+pub fn cached_layer(name: &str, roots: &[&str], data: u64) -> std::path::PathBuf {
+    use std::process::Stdio;
+    let path = bench_data().join(name);
+    if !path.exists() {
+        eprintln!("making {} ...", path.display());
+        let partial = path.with_extension("partial");
+        let out = std::fs::File::create(&partial).expect("create layer");
+        let mut gzip =
+            Command::new("gzip").arg("-6").stdin(Stdio::piped()).stdout(out).spawn().expect("gzip");
+        let roots: Vec<&std::path::Path> =
+            roots.iter().map(std::path::Path::new).filter(|p| p.exists()).collect();
+        let stdin = std::io::BufWriter::new(gzip.stdin.take().expect("stdin"));
+        testkit::tar_host_tree(&roots, data, stdin).expect("write tar");
+        assert!(gzip.wait().expect("gzip").success());
+        std::fs::rename(&partial, &path).expect("rename");
+    }
+    path
+}
+
+/// A gzip layer file as a test layer (its tar inflated once, for the diff id).
+pub fn layer_from_file(path: &std::path::Path) -> testkit::image::TestLayer {
+    use std::io::Read;
+    let blob = std::fs::read(path).expect("read layer");
+    let mut tar = Vec::new();
+    flate2::read::MultiGzDecoder::new(&blob[..]).read_to_end(&mut tar).expect("gunzip");
+    testkit::image::TestLayer::from_parts(
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        blob,
+        &tar,
+        Vec::new(),
+    )
+}
+
+/// A client for the local registry.
+pub fn local_client() -> registry::Client {
+    let config = registry::ClientConfig { plain_http: true, ..registry::ClientConfig::default() };
+    registry::Client::new(config, std::sync::Arc::new(registry::Anonymous)).expect("client")
+}
+
+/// Pushes a one-platform (linux/amd64) OCI image of `layers` as `repo:tag`.
+pub async fn push_layers(
+    client: &registry::Client,
+    repo: &registry::Repository,
+    layers: Vec<testkit::image::TestLayer>,
+    tag: &str,
+) {
+    let image =
+        testkit::image::image(testkit::image::Style::Oci, vec![("linux/amd64".into(), layers)], false, false);
+    for (digest, _, bytes) in image.blobs {
+        client.push_blob(repo, &digest, bytes::Bytes::from(bytes)).await.expect("push blob");
+    }
+    let (_, media_type, bytes) = image.root;
+    client.put_manifest(repo, tag, &media_type, bytes::Bytes::from(bytes)).await.expect("push manifest");
+}
+
+/// Runs this bench executable again with `args` (the pusher): Linux counts the RSS a child inherits at
+/// fork/exec in its peak, so the measuring process must stay small for the children's figures to be
+/// their own.
+pub fn run_self(args: &[&str]) {
+    let status = Command::new(std::env::current_exe().expect("bench executable"))
+        .args(args)
+        .status()
+        .expect("run the pusher");
+    assert!(status.success(), "{args:?} failed");
 }

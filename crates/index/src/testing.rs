@@ -185,6 +185,24 @@ impl State {
         }
     }
 
+    /// Stores an image given as `(digest, media type, bytes)` parts, as testkit's `TestImage` holds them:
+    /// its blobs, its platform manifests by digest, and its root under `tag`; returns the root's digest.
+    pub fn insert_image(
+        &self,
+        blobs: &[(String, String, Vec<u8>)],
+        manifests: &[(String, String, Vec<u8>)],
+        root: &(String, String, Vec<u8>),
+        tag: &str,
+    ) -> String {
+        for (digest, _, bytes) in blobs {
+            self.insert_blob(digest, bytes.clone());
+        }
+        for (_, media_type, bytes) in manifests {
+            self.insert_manifest(None, media_type, bytes.clone());
+        }
+        self.insert_manifest(Some(tag), &root.1, root.2.clone())
+    }
+
     /// Removes a tag (the manifest stays).
     pub fn remove_tag(&self, tag: &str) {
         self.tags.lock().unwrap().remove(tag);

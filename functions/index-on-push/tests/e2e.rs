@@ -38,13 +38,7 @@ struct World {
 }
 
 async fn world() -> World {
-    let moto = MotoServer::start().await.unwrap();
-    let registry = LocalRegistry::start_with_basic_auth("AWS", MotoServer::ECR_PASSWORD).await.unwrap();
-    let client = Client::new(
-        ClientConfig { plain_http: true, ..ClientConfig::default() },
-        Arc::new(StaticCredentials(Credentials::new("AWS", MotoServer::ECR_PASSWORD))),
-    )
-    .unwrap();
+    let (moto, registry, client) = aws::ecr_stand_ins().await;
     let repository = Repository::new(registry.host(), REPOSITORY).unwrap();
     World { registry, moto, client, repository }
 }

@@ -7,14 +7,13 @@
 mod aws;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Instant;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use bytes::Bytes;
 use index_on_push::reconcile::{Lifecycle, WorkQueue};
 use index_on_push::{dispatch, wiring, Config, EventBridge, HttpRegistries, Invocation, Services};
-use registry::{Client, ClientConfig, Credentials, Repository, StaticCredentials};
+use registry::{Client, Repository};
 use serde_json::{json, Value};
 use testkit::image::{image, Style, TestImage, TestLayer};
 use testkit::moto::MotoServer;
@@ -28,13 +27,7 @@ struct World {
 }
 
 async fn world() -> World {
-    let moto = MotoServer::start().await.unwrap();
-    let registry = LocalRegistry::start_with_basic_auth("AWS", MotoServer::ECR_PASSWORD).await.unwrap();
-    let client = Client::new(
-        ClientConfig { plain_http: true, ..ClientConfig::default() },
-        Arc::new(StaticCredentials(Credentials::new("AWS", MotoServer::ECR_PASSWORD))),
-    )
-    .unwrap();
+    let (moto, registry, client) = aws::ecr_stand_ins().await;
     World { registry, moto, client }
 }
 

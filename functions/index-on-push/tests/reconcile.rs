@@ -89,14 +89,7 @@ fn small_image(seed: u64) -> TestImage {
 }
 
 fn push_image(fake: &MemoryRegistry, image: &TestImage, tag: &str) -> String {
-    for (digest, _, bytes) in &image.blobs {
-        fake.insert_blob(digest, bytes.clone());
-    }
-    for (_, media_type, bytes) in &image.manifests {
-        fake.insert_manifest(None, media_type, bytes.clone());
-    }
-    let (_, media_type, bytes) = &image.root;
-    fake.insert_manifest(Some(tag), media_type, bytes.clone())
+    fake.insert_image(&image.blobs, &image.manifests, &image.root, tag)
 }
 
 fn work_message(repository: &str, attempt: u32) -> Value {

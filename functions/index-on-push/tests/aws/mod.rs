@@ -13,6 +13,22 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use index_on_push::wiring;
 use serde_json::Value;
 
+/// moto (ECR's control plane among the rest) and a docker-registry that takes moto's ECR login, with a
+/// registry client logged in as the function is.
+pub async fn ecr_stand_ins() -> (testkit::moto::MotoServer, testkit::registry::LocalRegistry, registry::Client)
+{
+    use testkit::moto::MotoServer;
+    let moto = MotoServer::start().await.unwrap();
+    let registry = testkit::registry::LocalRegistry::start_with_basic_auth("AWS", MotoServer::ECR_PASSWORD)
+        .await
+        .unwrap();
+    let credentials =
+        registry::StaticCredentials(registry::Credentials::new("AWS", MotoServer::ECR_PASSWORD));
+    let config = registry::ClientConfig { plain_http: true, ..registry::ClientConfig::default() };
+    let client = registry::Client::new(config, std::sync::Arc::new(credentials)).unwrap();
+    (moto, registry, client)
+}
+
 /// The zTOC cache table the tests create.
 pub const CACHE_TABLE: &str = "soci-ztoc-cache";
 

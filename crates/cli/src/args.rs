@@ -58,6 +58,30 @@ impl IndexArgs {
     }
 }
 
+/// Where `create` and `sync` remember the zTOCs they pushed.
+#[derive(Clone, Debug, clap::Args)]
+pub struct CacheArgs {
+    /// Where to remember the zTOCs pushed, so a layer seen before (in any repository of the same
+    /// registry) is never downloaded again. Default: $XDG_CACHE_HOME/soci-indexer, else
+    /// ~/.cache/soci-indexer.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_ztoc_cache")]
+    pub ztoc_cache: Option<std::path::PathBuf>,
+    /// Build every zTOC, remembering none.
+    #[arg(long)]
+    pub no_ztoc_cache: bool,
+}
+
+impl CacheArgs {
+    /// The zTOC cache the flags ask for (none when no directory can be found).
+    pub fn ztoc_cache(&self) -> Option<Arc<dyn index::ZtocCache>> {
+        if self.no_ztoc_cache {
+            return None;
+        }
+        let dir = self.ztoc_cache.clone().or_else(app::FileCache::default_dir)?;
+        Some(Arc::new(app::FileCache::new(dir)))
+    }
+}
+
 /// An image reference with the client for its repository.
 pub struct Connected {
     /// The reference, without any `http://` prefix.

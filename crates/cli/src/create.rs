@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use index::{CreateOptions, CreateReport, IndexVersion, Observer, Outcome};
 
-use crate::args::{self, IndexArgs, RegistryArgs};
+use crate::args::{self, CacheArgs, IndexArgs, RegistryArgs};
 use crate::observe::{self, Bars, Lines};
 
 /// Arguments of `create`.
@@ -41,14 +41,8 @@ pub struct Args {
     /// Rebuild even if the image already has a SOCI index.
     #[arg(long)]
     force: bool,
-    /// Where to remember the zTOCs pushed, so a layer seen before (in any repository of the same
-    /// registry) is never downloaded again. Default: $XDG_CACHE_HOME/soci-indexer, else
-    /// ~/.cache/soci-indexer.
-    #[arg(long, value_name = "DIR", conflicts_with = "no_ztoc_cache")]
-    ztoc_cache: Option<std::path::PathBuf>,
-    /// Build every zTOC, remembering none.
-    #[arg(long)]
-    no_ztoc_cache: bool,
+    #[command(flatten)]
+    cache: CacheArgs,
     /// A layer whose zTOC would grow past this (e.g. 128MiB) is left out with a warning and the rest of
     /// the image indexed: it bounds the memory a gzip bomb or a layer of millions of files can take.
     #[arg(long, value_name = "BYTES", default_value_t = index::DEFAULT_MAX_ZTOC_SIZE, value_parser = app::settings::parse_min_layer_size)]
@@ -89,7 +83,7 @@ async fn run_async(args: &Args) -> Result<()> {
         build_tool_identifier: args.build_tool_identifier.clone(),
         concurrency: args.concurrency.unwrap_or_else(index::default_concurrency),
         force: args.force,
-        ztoc_cache: ztoc_cache(args),
+        ztoc_cache: args.cache.ztoc_cache(),
         max_ztoc_size: args.max_ztoc_size,
         ..args.index.options()
     };
@@ -126,15 +120,6 @@ async fn run_async(args: &Args) -> Result<()> {
         print_summary(&report, reference, &options);
     }
     Ok(())
-}
-
-/// The zTOC cache the flags ask for (none when no directory can be found).
-fn ztoc_cache(args: &Args) -> Option<Arc<dyn index::ZtocCache>> {
-    if args.no_ztoc_cache {
-        return None;
-    }
-    let dir = args.ztoc_cache.clone().or_else(app::FileCache::default_dir)?;
-    Some(Arc::new(app::FileCache::new(dir)))
 }
 
 /// The human summary on stderr: what happened to the image and to every layer, then what to deploy.

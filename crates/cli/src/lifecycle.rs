@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use index::prune::PruneReport;
 use index::sync::{SyncAction, SyncOptions, SyncReport};
 
-use crate::args::{IndexArgs, RegistryArgs};
+use crate::args::{CacheArgs, IndexArgs, RegistryArgs};
 use crate::observe::Lines;
 
 /// Arguments of `sync`.
@@ -24,6 +24,8 @@ pub struct SyncArgs {
     /// Only tags matching this glob (`*`, `?`, `[a-z]`); repeat for several. Default: every tag.
     #[arg(long = "filter", value_name = "TAGGLOB")]
     filters: Vec<String>,
+    #[command(flatten)]
+    cache: CacheArgs,
     /// Images indexed at once, 1 to 256.
     #[arg(long, value_name = "N", default_value = "2", value_parser = app::settings::parse_concurrency)]
     images: usize,
@@ -67,10 +69,7 @@ pub fn sync(args: SyncArgs) -> Result<ExitCode> {
         concurrency: args.images,
         dry_run: args.dry_run,
     };
-    let create = index::CreateOptions {
-        ztoc_cache: app::FileCache::default_dir().map(|d| Arc::new(app::FileCache::new(d)) as _),
-        ..args.index.options()
-    };
+    let create = index::CreateOptions { ztoc_cache: args.cache.ztoc_cache(), ..args.index.options() };
     let report = runtime()?
         .block_on(index::sync::sync(Arc::new(registry), &create, &options, Arc::new(Lines)))
         .with_context(|| format!("cannot sync {}", args.repository))?;

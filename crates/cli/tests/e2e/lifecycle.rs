@@ -77,8 +77,12 @@ async fn sync_indexes_only_what_needs_it_and_prune_removes_only_orphans() {
     assert_eq!(action(&dry, "indexed-soci")["action"], "skipped");
     assert_eq!(client.list_tags(&repo).await.unwrap(), tags_before, "a dry run changes nothing");
 
-    let (code, done, stderr) = run("sync", &target, &sync_args);
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = cache_dir.path().to_str().unwrap();
+    let (code, done, stderr) = run("sync", &target, &[&sync_args[..], &["--ztoc-cache", cache]].concat());
     assert_eq!(code, Some(0), "{stderr}");
+    let remembered = std::fs::read_dir(cache_dir.path().join("ztoc")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(remembered, 2, "sync remembers the zTOCs it built (never and stale's new layer) where told");
     assert_eq!(action(&done, "never")["action"], "indexed");
     assert_eq!(action(&done, "stale")["action"], "indexed");
     assert_eq!(action(&done, "indexed")["action"], "already-indexed");

@@ -101,14 +101,19 @@ pub async fn remove<R: Registry>(registry: &R, orphan: &Orphan) -> Result<(), Er
     if orphan.rewrite {
         rewrite_without_soci(registry, &orphan.tag).await?;
     }
-    for (position, digest) in orphan.remove.iter().enumerate() {
+    delete_in_order(registry, &orphan.tag, &orphan.remove).await
+}
+
+/// Deletes `digests` in order (what makes something visible first); `what` names them in errors.
+async fn delete_in_order<R: Registry>(registry: &R, what: &str, digests: &[String]) -> Result<(), Error> {
+    for (position, digest) in digests.iter().enumerate() {
         let deleted = registry
             .delete_manifest(digest)
             .await
-            .map_err(registry_error(format!("deleting {digest} ({})", orphan.tag)))?;
+            .map_err(registry_error(format!("deleting {digest} ({what})")))?;
         if !deleted {
             return Err(Error::DeletionRefused {
-                tag: orphan.tag.clone(),
+                tag: what.into(),
                 digest: digest.clone(),
                 removed: position,
             });
@@ -273,15 +278,7 @@ pub async fn remove_replaced<R: Registry>(
     let index: Index = crate::resolve::parse(&fetched.digest, &fetched.bytes)?;
     let mut remove = vec![old.to_owned()];
     remove.extend(v2_references(&index).into_iter().filter(|d| !live.contains(d)).collect::<BTreeSet<_>>());
-    let orphan = Orphan {
-        tag: format!("(replaced) {old}"),
-        kind: OrphanKind::V2Index,
-        image: String::new(),
-        remove: remove.clone(),
-        rewrite: false,
-        removed: false,
-    };
-    self::remove(registry, &orphan).await?;
+    delete_in_order(registry, &format!("the replaced index {old}"), &remove).await?;
     Ok(remove)
 }
 

@@ -10,7 +10,6 @@
 
 mod aws;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -46,17 +45,9 @@ async fn world() -> World {
 impl World {
     /// The function's settings, as the environment would give them.
     fn config(&self, extra: &[(&str, &str)]) -> Config {
-        let mut vars: HashMap<String, String> = [
-            ("SOCI_REGISTRY_URL", self.registry.url()),
-            ("SOCI_MIN_LAYER_SIZE", "50000".into()),
-            ("SOCI_SPAN_SIZE", "65536".into()),
-            ("LOG_LEVEL", "debug".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        Config::from_lookup(|name| vars.get(name).cloned()).unwrap()
+        let mut vars = vec![("LOG_LEVEL", "debug")];
+        vars.extend_from_slice(extra);
+        aws::config(self.registry.url(), &vars)
     }
 
     /// What `main.rs` builds at cold start, with the SDK pointed at moto (as `AWS_ENDPOINT_URL_ECR`

@@ -6,7 +6,6 @@
 
 mod aws;
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -33,16 +32,7 @@ async fn world() -> World {
 
 impl World {
     fn config(&self, extra: &[(&str, &str)]) -> Config {
-        let mut vars: HashMap<String, String> = [
-            ("SOCI_REGISTRY_URL", self.registry.url()),
-            ("SOCI_MIN_LAYER_SIZE", "50000".into()),
-            ("SOCI_SPAN_SIZE", "65536".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        Config::from_lookup(|name| vars.get(name).cloned()).unwrap()
+        aws::config(self.registry.url(), extra)
     }
 
     fn repository(&self, name: &str) -> Repository {

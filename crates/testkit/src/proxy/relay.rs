@@ -57,37 +57,46 @@ where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let task = tokio::spawn(async move {
-        // Owned by this task: aborting the task drops the set, which aborts every connection.
-        let mut connections = JoinSet::new();
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    };
-                    let (handler, log) = (handler.clone(), log.clone());
-                    connections.spawn(async move {
-                        let service = hyper::service::service_fn(move |request| {
-                            let record = RequestRecord::of(&request);
-                            let (response, log) = (handler(request), log.clone());
-                            async move {
-                                let response = response.await;
-                                log.finish(record, response.status());
-                                Ok::<_, Infallible>(response)
-                            }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    });
+    let task = tokio::spawn(accept_each(listener, move |stream| {
+        let (handler, log) = (handler.clone(), log.clone());
+        async move {
+            let service = hyper::service::service_fn(move |request| {
+                let record = RequestRecord::of(&request);
+                let (response, log) = (handler(request), log.clone());
+                async move {
+                    let response = response.await;
+                    log.finish(record, response.status());
+                    Ok::<_, Infallible>(response)
                 }
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         }
-    });
+    }));
     Server { task }
+}
+
+/// Accepts connections on `listener` forever, each served by `serve` in a task of its own. The tasks
+/// belong to this future: dropping or aborting it aborts every connection.
+pub(super) async fn accept_each<F, Fut>(listener: TcpListener, mut serve: F)
+where
+    F: FnMut(TcpStream) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                connections.spawn(serve(stream));
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
 }
 
 /// Sends `request` as it is to `upstream` over a fresh connection.

@@ -16,7 +16,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 
 use super::relay::{bind, Body, Link, Server};
@@ -129,20 +128,7 @@ impl ThrottleProxy {
 }
 
 async fn accept_loop(listener: TcpListener, state: Arc<ThrottleState>) {
-    // Owned by this task: aborting the task drops the set, which aborts every connection.
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                };
-                connections.spawn(serve_connection(stream, state.clone()));
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
+    super::relay::accept_each(listener, move |stream| serve_connection(stream, state.clone())).await
 }
 
 async fn serve_connection(stream: TcpStream, state: Arc<ThrottleState>) {

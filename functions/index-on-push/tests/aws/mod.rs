@@ -29,6 +29,21 @@ pub async fn ecr_stand_ins() -> (testkit::moto::MotoServer, testkit::registry::L
     (moto, registry, client)
 }
 
+/// The function's settings, as the environment would give them: the registry at `registry_url`,
+/// small layers and spans for generated images, then `extra`.
+pub fn config(registry_url: String, extra: &[(&str, &str)]) -> index_on_push::Config {
+    let mut vars: HashMap<String, String> = [
+        ("SOCI_REGISTRY_URL", registry_url),
+        ("SOCI_MIN_LAYER_SIZE", "50000".into()),
+        ("SOCI_SPAN_SIZE", "65536".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    index_on_push::Config::from_lookup(|name| vars.get(name).cloned()).unwrap()
+}
+
 /// The zTOC cache table the tests create.
 pub const CACHE_TABLE: &str = "soci-ztoc-cache";
 

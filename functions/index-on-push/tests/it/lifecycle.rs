@@ -4,7 +4,7 @@
 //!
 //! Needs `docker-registry` (apt) and `moto_server` (pip install 'moto[server]'); `.ci/run` installs both.
 
-mod aws;
+use crate::aws;
 
 use std::time::Instant;
 

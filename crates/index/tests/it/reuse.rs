@@ -1,9 +1,7 @@
 //! zTOC reuse through the cache, against the in-memory registry: every path gives the same index bytes
 //! as a build without a cache.
 
-mod support;
-
-use support::load;
+use crate::support::load;
 
 use std::sync::Arc;
 

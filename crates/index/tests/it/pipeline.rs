@@ -1,8 +1,6 @@
 //! The create pipeline against an in-memory registry: what is pushed, in which order, and what is not.
 
-mod support;
-
-use support::{load, loaded};
+use crate::support::{load, loaded};
 
 use std::sync::Arc;
 

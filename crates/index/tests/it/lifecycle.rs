@@ -1,8 +1,6 @@
 //! sync, prune and create's clean-up against the in-memory registry (with deletes).
 
-mod support;
-
-use support::load;
+use crate::support::load;
 
 use std::sync::Arc;
 

@@ -1,4 +1,4 @@
-//! What the engine's test binaries share.
+//! What the engine's integration tests share.
 
 use index::testing::MemoryRegistry;
 use testkit::image::TestImage;
@@ -9,7 +9,6 @@ pub fn load(registry: &MemoryRegistry, image: &TestImage, tag: &str) {
 }
 
 /// A new in-memory registry holding `image` under `tag`.
-#[allow(dead_code)] // not every test binary uses it
 pub fn loaded(image: &TestImage, tag: &str) -> MemoryRegistry {
     let registry = MemoryRegistry::new();
     load(&registry, image, tag);

@@ -1,7 +1,5 @@
 //! The AWS side of the end-to-end tests, all in moto's server: the SDK pointed at it, an EventBridge
 //! rule that delivers what it matches to an SQS queue, and the zTOC cache table.
-// Shared by two test binaries, each using part of it.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 

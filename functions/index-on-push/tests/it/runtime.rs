@@ -6,7 +6,7 @@
 //! `AWS_ENDPOINT_URL_DYNAMODB`.
 //!
 //! Set `INDEX_ON_PUSH_BIN` to run another build of the binary (e.g. the release one, to measure its cold
-//! start); the timings are printed (`cargo test -p index-on-push --test runtime -- --nocapture`).
+//! start); the timings are printed (`cargo test -p index-on-push --test it runtime -- --nocapture`).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -28,7 +28,7 @@ use testkit::registry::LocalRegistry;
 use testkit::LayerConfig;
 use tokio::sync::{mpsc, Notify};
 
-mod aws;
+use crate::aws;
 
 fn binary() -> String {
     std::env::var("INDEX_ON_PUSH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_index-on-push").to_owned())

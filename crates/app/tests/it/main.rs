@@ -1,0 +1,7 @@
+//! The composition layer's integration tests, linked into one binary (as in ripgrep).
+//!
+//! - `dependencies`: the workspace's crates depend on each other in one direction only;
+//! - `ranged`: the engine reading a layer in parallel ranges through the HTTP client, against docker-registry.
+
+mod dependencies;
+mod ranged;

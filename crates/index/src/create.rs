@@ -14,7 +14,7 @@ use crate::registry::Registry;
 use crate::report::{CreateReport, Observer, Outcome, PlatformReport};
 use crate::resolve::{resolve, ResolvedImage};
 use crate::select::select_layers;
-use crate::status::{image_status, State};
+use crate::status::{image_status, State, StatusReport};
 
 /// Makes and pushes the SOCI index of the image `reference` (a tag or a digest) in `registry`.
 /// `tag` is the image's tag, needed for v2 (`<tag><suffix>`).
@@ -34,11 +34,12 @@ pub async fn create<R: Registry>(
         report.duration_ms = started.elapsed().as_millis() as u64;
         Ok(report)
     };
-    if !options.force
-        && image_status(registry.as_ref(), reference, &image, &binding, options).await?.state
-            == State::Indexed
-    {
-        return finish(report, Outcome::AlreadyIndexed);
+    if !options.force {
+        let status = image_status(registry.as_ref(), reference, &image, &binding, options).await?;
+        if status.state == State::Indexed {
+            record_found(&mut report, status);
+            return finish(report, Outcome::AlreadyIndexed);
+        }
     }
 
     let selection = select_layers(&image.selected, options.min_layer_size);
@@ -89,6 +90,17 @@ async fn clean_up<R: Registry>(registry: &R, old: &str, tag_suffix: &str) -> Vec
             tracing::warn!(index = %old, error = %crate::error::chain(&e), "the replaced SOCI index was not removed");
             Vec::new()
         }
+    }
+}
+
+/// An already indexed image's report names what is there, as a created one does: the tag to deploy
+/// (v2), its digest, and each platform's SOCI index.
+fn record_found(report: &mut CreateReport, status: StatusReport) {
+    report.pushed_tag = status.soci_tag;
+    report.image_index_digest = status.image_index_digest;
+    // Both list the selected platforms in the same order.
+    for (platform, found) in report.platforms.iter_mut().zip(status.platforms) {
+        platform.soci_index_digest = found.soci_index_digest;
     }
 }
 

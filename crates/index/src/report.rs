@@ -158,10 +158,11 @@ pub struct CreateReport {
     pub platforms: Vec<PlatformReport>,
     /// Each distinct layer once.
     pub layers: Vec<LayerReport>,
-    /// v2: the tag pushed (`<tag><suffix>`).
+    /// v2: the tag of the SOCI-enabled image index (`<tag><suffix>`): pushed by this run, or found
+    /// there when already indexed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pushed_tag: Option<String>,
-    /// v2: the digest of the new image index.
+    /// v2: the digest of that image index.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_index_digest: Option<String>,
     /// v2: manifests of the index this run replaced (a re-pointed tag), removed after the new tag.

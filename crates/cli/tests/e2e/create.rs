@@ -53,15 +53,19 @@ fn test_image() -> TestImage {
 
 /// Runs `soci-indexer create` with the password on stdin; returns (success, stdout, stderr).
 fn create(host: &str, image_ref: &str, extra: &[&str]) -> (bool, String, String) {
+    create_with_output(host, image_ref, &["--json"], extra)
+}
+
+/// `create` with `output` flags (`--json`, or none for the human summary on stderr).
+fn create_with_output(
+    host: &str,
+    image_ref: &str,
+    output: &[&str],
+    extra: &[&str],
+) -> (bool, String, String) {
     let mut child = cli()
-        .args([
-            "create",
-            &format!("{host}/{image_ref}"),
-            "--plain-http",
-            "--json",
-            "--min-layer-size",
-            "50000",
-        ])
+        .args(["create", &format!("{host}/{image_ref}"), "--plain-http", "--min-layer-size", "50000"])
+        .args(output)
         .args(["--span-size", "65536", "--username", USER, "--password-stdin"])
         .args(extra)
         .stdin(Stdio::piped())
@@ -168,10 +172,28 @@ async fn v2_through_ecr_style_redirects_with_basic_auth_then_lazy_load_round_tri
         check_round_trip(&client, &repo, &soci.digest, layers).await;
     }
 
-    // A second run finds the index and pushes nothing.
+    // A second run finds the index, pushes nothing, and names what to deploy as the first did.
     let (ok, stdout, stderr) = create(&proxy.host(), "team/app:1.0", &[]);
     assert!(ok, "{stderr}");
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&stdout).unwrap()["outcome"], "already_indexed");
+    let again: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(again["outcome"], "already_indexed");
+    assert_eq!(
+        (&again["pushed_tag"], &again["image_index_digest"]),
+        (&report["pushed_tag"], &report["image_index_digest"])
+    );
+    let soci_indexes = |report: &serde_json::Value| {
+        report["platforms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["soci_index_digest"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(soci_indexes(&again), soci_indexes(&report));
+    let (ok, _, summary) = create_with_output(&proxy.host(), "team/app:1.0", &[], &[]);
+    assert!(ok, "{summary}");
+    let deploy = format!("deploy {}/team/app:1.0-soci ({})", proxy.host(), soci_tag.digest);
+    assert!(summary.contains("already has a SOCI v2 index") && summary.contains(&deploy), "{summary}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

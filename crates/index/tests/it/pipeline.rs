@@ -123,6 +123,13 @@ async fn same_input_same_digests_and_a_second_run_is_already_indexed() {
     let again = run(&first, IndexVersion::V2).await.unwrap();
     assert_eq!(again.outcome, Outcome::AlreadyIndexed);
     assert_eq!(first.pushes().len(), pushes_before, "nothing pushed when already indexed");
+    // It names what is there, as the run that pushed it did: what to deploy needs no second lookup.
+    assert_eq!(
+        (again.pushed_tag.as_deref(), &again.image_index_digest),
+        (Some("app-soci"), &a.image_index_digest)
+    );
+    assert_eq!(soci_indexes(&again), soci_indexes(&a));
+    assert_eq!(soci_indexes(&a).iter().flatten().count(), 2);
 
     // The output itself is never indexed (loop guard).
     let err = index::create(
@@ -179,7 +186,15 @@ async fn v1_uses_the_referrers_fallback_tag_without_a_referrers_api() {
         assert_eq!(manifest.subject.unwrap().digest, platform.manifest_digest);
     }
     assert!(registry.manifest("app-soci").is_none(), "v1 pushes no v2 tag");
-    assert_eq!(run(&registry, IndexVersion::V1).await.unwrap().outcome, Outcome::AlreadyIndexed);
+    let again = run(&registry, IndexVersion::V1).await.unwrap();
+    assert_eq!(again.outcome, Outcome::AlreadyIndexed);
+    assert_eq!(soci_indexes(&again), soci_indexes(&report), "found through the fallback tag");
+    assert_eq!((again.pushed_tag, again.image_index_digest), (None, None));
+}
+
+/// Each platform's SOCI index digest, in the report's order.
+fn soci_indexes(report: &index::CreateReport) -> Vec<Option<String>> {
+    report.platforms.iter().map(|p| p.soci_index_digest.clone()).collect()
 }
 
 #[tokio::test]

@@ -537,12 +537,17 @@ async fn each_ecr_event_gets_one_completion_event_saying_what_came_of_it() {
         })
     );
 
-    // EventBridge delivers the push again: already indexed (the engine checks, it does not say where).
+    // EventBridge delivers the push again: already indexed, and the event says where, so that a deployer
+    // that missed the first event needs no lookup.
     let again = handle(&event, &invocation(), &config, &services).await;
     assert_skipped(&again, "already indexed");
     let (_, detail) = events.events().pop().unwrap();
     assert_eq!((&detail["outcome"], &detail["reason"]), (&json!("skipped"), &json!("already indexed")));
     assert_eq!((&detail["image-tag"], &detail["layers-indexed"]), (&json!("1.0"), &json!(0)));
+    assert_eq!(
+        (&detail["soci-tag"], &detail["image-index-digest"], &detail["soci-index-digests"]),
+        (&json!("1.0-soci"), &json!(image_index), &json!(indexed.soci_indexes))
+    );
 
     // Skipped by a rule, before any registry call: an event all the same.
     let own = push(json!({"image-tag": "1.0-soci"}));

@@ -26,7 +26,8 @@ pub struct SyncArgs {
     filters: Vec<String>,
     #[command(flatten)]
     cache: CacheArgs,
-    /// Images indexed at once, 1 to 256.
+    /// Images indexed at once, 1 to 256. Their layers share one build budget (one layer per core), so
+    /// more images at once overlap registry round trips, not CPU work.
     #[arg(long, value_name = "N", default_value = "2", value_parser = app::settings::parse_concurrency)]
     images: usize,
     /// Say what would be indexed; change nothing.

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::task::{self, JoinSet};
 
 use crate::cache::{CacheKey, ZtocCache};
 use crate::error::{Error, LayerError};
 use crate::oci::Descriptor;
-use crate::options::CreateOptions;
+use crate::options::{BuildSlots, CreateOptions};
 use crate::registry::Registry;
 use crate::report::{LayerReport, LayerResult, Observer};
 use crate::reuse;
@@ -55,7 +55,8 @@ pub struct BuiltLayer {
     pub ztoc: Option<ZtocEntry>,
 }
 
-/// Builds the zTOCs of `layers`, `options.concurrency` at a time, and pushes each as it is made.
+/// Builds the zTOCs of `layers`, `options.concurrency` at a time (or as the shared `options.build_slots`
+/// allow), and pushes each as it is made.
 /// Results come back in `layers` order. The first failure stops the others.
 pub async fn build_ztocs<R: Registry>(
     registry: Arc<R>,
@@ -63,7 +64,10 @@ pub async fn build_ztocs<R: Registry>(
     options: &CreateOptions,
     observer: Arc<dyn Observer>,
 ) -> Result<Vec<BuiltLayer>, Error> {
-    let semaphore = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let semaphore = match &options.build_slots {
+        Some(shared) => shared.semaphore(),
+        None => BuildSlots::new(options.concurrency).semaphore(),
+    };
     let mut running = Running::default();
     // Largest first: with a few workers, this keeps them busy until the end (longest processing time
     // first scheduling), instead of one worker finishing a big layer alone.

@@ -42,7 +42,7 @@ pub use cache::{CacheKey, CachedZtoc, ReuseKind, ZtocCache};
 pub use create::create;
 pub use error::{chain, chain_of, Error, LayerError};
 pub use options::{
-    default_concurrency, Binding, CreateOptions, DEFAULT_MAX_ZTOC_SIZE, DEFAULT_MIN_LAYER_SIZE,
+    default_concurrency, Binding, BuildSlots, CreateOptions, DEFAULT_MAX_ZTOC_SIZE, DEFAULT_MIN_LAYER_SIZE,
     DEFAULT_TAG_SUFFIX, MAX_CONCURRENCY,
 };
 pub use registry::{

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
 use crate::cache::ZtocCache;
 use crate::error::Error;
 use crate::oci::Platform;
@@ -36,6 +38,10 @@ pub struct CreateOptions {
     pub build_tool_identifier: String,
     /// Layers built at once.
     pub concurrency: usize,
+    /// Build slots shared with other runs (`sync` gives all its images one set, so that indexing several
+    /// images at once overlaps their registry round trips, not their builds). `None`: `concurrency` slots
+    /// of this run's own.
+    pub build_slots: Option<BuildSlots>,
     /// Rebuild even if the image is already indexed.
     pub force: bool,
     /// A layer whose zTOC would grow past this many bytes is left out (unsupported), the rest indexed.
@@ -55,6 +61,7 @@ impl CreateOptions {
             tag_suffix: DEFAULT_TAG_SUFFIX.into(),
             build_tool_identifier: build_tool_identifier.into(),
             concurrency: default_concurrency(),
+            build_slots: None,
             force: false,
             max_ztoc_size: DEFAULT_MAX_ZTOC_SIZE,
             ztoc_cache: None,
@@ -74,6 +81,23 @@ impl CreateOptions {
             (IndexVersion::V2, None) => Err(Error::NeedsTag),
             (IndexVersion::V1, _) => Ok(Binding::V1),
         }
+    }
+}
+
+/// Slots for layer builds: a run takes one per layer it builds, and every run holding a clone of the
+/// same slots shares them.
+#[derive(Clone, Debug)]
+pub struct BuildSlots(Arc<Semaphore>);
+
+impl BuildSlots {
+    /// `slots` layers at once (at least one).
+    pub fn new(slots: usize) -> BuildSlots {
+        BuildSlots(Arc::new(Semaphore::new(slots.clamp(1, MAX_CONCURRENCY))))
+    }
+
+    /// The semaphore the build scheduler takes permits from.
+    pub(crate) fn semaphore(&self) -> Arc<Semaphore> {
+        self.0.clone()
     }
 }
 

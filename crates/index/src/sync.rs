@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::create::create;
 use crate::error::{chain, registry_error, Error};
-use crate::options::CreateOptions;
+use crate::options::{BuildSlots, CreateOptions};
 use crate::prune::fallback_subject;
 use crate::registry::Registry;
 use crate::report::{Observer, Outcome};
@@ -19,7 +19,7 @@ use crate::status::{status, State};
 pub struct SyncOptions {
     /// Whether a tag is wanted (the CLI's `--filter` globs; everything by default).
     pub select: Box<dyn Fn(&str) -> bool + Send + Sync>,
-    /// Images indexed at once.
+    /// Images indexed at once (their layer builds share the create options' `concurrency`).
     pub concurrency: usize,
     /// Say what would be done, change nothing.
     pub dry_run: bool,
@@ -89,12 +89,16 @@ impl SyncReport {
 }
 
 /// Indexes every wanted tag of the repository that is not indexed (or is stale, or partial).
+/// `sync.concurrency` images at once share `options.concurrency` build slots (unless `options` brings
+/// its own): more images at once overlap their registry round trips, never more layer builds.
 pub async fn sync<R: Registry>(
     registry: Arc<R>,
     options: &CreateOptions,
     sync: &SyncOptions,
     observer: Arc<dyn Observer>,
 ) -> Result<SyncReport, Error> {
+    let slots = options.build_slots.clone().unwrap_or_else(|| BuildSlots::new(options.concurrency));
+    let options = &CreateOptions { build_slots: Some(slots), ..options.clone() };
     let tags = registry.list_tags().await.map_err(registry_error("listing tags"))?;
     let work = tags.iter().map(|tag| {
         let registry = registry.clone();

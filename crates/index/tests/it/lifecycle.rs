@@ -2,7 +2,10 @@
 
 use crate::support::load;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use index::prune::{prune, OrphanKind};
 use index::sync::{sync, SyncAction, SyncOptions};
@@ -40,6 +43,48 @@ fn everything(dry_run: bool) -> SyncOptions {
 
 fn action<'a>(report: &'a index::sync::SyncReport, tag: &str) -> &'a SyncAction {
     &report.tags.iter().find(|e| e.tag == tag).unwrap_or_else(|| panic!("{tag} in {report:?}")).action
+}
+
+/// Counts the layers being built at once; each build is held a little so that overlaps show.
+#[derive(Default)]
+struct InFlight {
+    building: Mutex<HashSet<String>>,
+    most: AtomicUsize,
+}
+
+impl index::Observer for InFlight {
+    fn layer_started(&self, digest: &str, _size: u64) {
+        let mut building = self.building.lock().unwrap();
+        building.insert(digest.into());
+        self.most.fetch_max(building.len(), Ordering::SeqCst);
+        drop(building);
+        std::thread::sleep(Duration::from_millis(40));
+    }
+
+    fn layer_finished(&self, report: &index::LayerReport) {
+        self.building.lock().unwrap().remove(&report.digest);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn images_synced_at_once_share_the_layer_build_slots() {
+    for slots in [1, 2] {
+        let registry = MemoryRegistry::with_deletes();
+        for image in 0..4 {
+            load(&registry, &one_layer(20 + image), &format!("v{image}"));
+        }
+        let observer = Arc::new(InFlight::default());
+        let options = CreateOptions { concurrency: slots, ..options(IndexVersion::V2) };
+        let four_at_once = SyncOptions { concurrency: 4, ..everything(false) };
+        let report =
+            sync(Arc::new(registry.clone()), &options, &four_at_once, observer.clone()).await.unwrap();
+        assert_eq!(report.count(|a| matches!(a, SyncAction::Indexed { .. })), 4, "{report:?}");
+        assert_eq!(
+            observer.most.load(Ordering::SeqCst),
+            slots,
+            "four images at once build {slots} layer(s) at a time, not four"
+        );
+    }
 }
 
 #[tokio::test]

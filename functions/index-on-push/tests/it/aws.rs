@@ -27,6 +27,25 @@ pub async fn ecr_stand_ins() -> (testkit::moto::MotoServer, testkit::registry::L
     (moto, registry, client)
 }
 
+/// Pushes `image` to `repository` of the registry behind `client` as `tag`; returns its digest.
+pub async fn push_image(
+    client: &registry::Client,
+    repository: &registry::Repository,
+    image: &testkit::image::TestImage,
+    tag: &str,
+) -> String {
+    use bytes::Bytes;
+    for (digest, _, bytes) in &image.blobs {
+        client.push_blob(repository, digest, Bytes::from(bytes.clone())).await.unwrap();
+    }
+    for (digest, media_type, bytes) in &image.manifests {
+        client.put_manifest(repository, digest, media_type, Bytes::from(bytes.clone())).await.unwrap();
+    }
+    let (digest, media_type, bytes) = &image.root;
+    client.put_manifest(repository, tag, media_type, Bytes::from(bytes.clone())).await.unwrap();
+    digest.clone()
+}
+
 /// The function's settings, as the environment would give them: the registry at `registry_url`,
 /// small layers and spans for generated images, then `extra`.
 pub fn config(registry_url: String, extra: &[(&str, &str)]) -> index_on_push::Config {

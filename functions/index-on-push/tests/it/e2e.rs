@@ -12,7 +12,6 @@ use crate::aws;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use index::media;
 use index::oci::{Index, Manifest};
 use index_on_push::ecr::{EcrCredentials, EcrTokenSource};
@@ -63,18 +62,7 @@ impl World {
     /// Pushes `image` as `repository:tag`; returns its digest.
     async fn push_to(&self, repository: &str, image: &TestImage, tag: &str) -> String {
         let repository = Repository::new(self.registry.host(), repository).unwrap();
-        for (digest, _, bytes) in &image.blobs {
-            self.client.push_blob(&repository, digest, Bytes::from(bytes.clone())).await.unwrap();
-        }
-        for (digest, media_type, bytes) in &image.manifests {
-            self.client
-                .put_manifest(&repository, digest, media_type, Bytes::from(bytes.clone()))
-                .await
-                .unwrap();
-        }
-        let (digest, media_type, bytes) = &image.root;
-        self.client.put_manifest(&repository, tag, media_type, Bytes::from(bytes.clone())).await.unwrap();
-        digest.clone()
+        aws::push_image(&self.client, &repository, image, tag).await
     }
 
     async fn manifest(&self, reference: &str) -> registry::Manifest {
@@ -261,20 +249,12 @@ async fn a_registry_that_rejects_the_token_fails_without_retry_and_without_showi
     )
     .unwrap();
     let repository = Repository::new(registry.host(), REPOSITORY).unwrap();
-    let image = test_image();
-    let (digest, media_type, bytes) = &image.root;
-    for (d, _, b) in &image.blobs {
-        client.push_blob(&repository, d, Bytes::from(b.clone())).await.unwrap();
-    }
-    for (d, t, b) in &image.manifests {
-        client.put_manifest(&repository, d, t, Bytes::from(b.clone())).await.unwrap();
-    }
-    client.put_manifest(&repository, "1.0", media_type, Bytes::from(bytes.clone())).await.unwrap();
+    let digest = aws::push_image(&client, &repository, &test_image(), "1.0").await;
 
     let world = World { registry, moto, client, repository };
     let config = world.config(&[]);
     let (registries, credentials) = world.deps(&config).await;
-    let report = invoke(&push_event("1.0", digest, None), &config, &registries, "denied").await;
+    let report = invoke(&push_event("1.0", &digest, None), &config, &registries, "denied").await;
     assert_eq!((report.outcome, report.retry), (Outcome::Failed, false), "{report:?}");
     assert!(reason(&report).contains("401"), "{report:?}");
     let shown = format!("{report:?}{}", serde_json::to_string(&report).unwrap());

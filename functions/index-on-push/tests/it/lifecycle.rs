@@ -9,7 +9,6 @@ use crate::aws;
 use std::time::Instant;
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use bytes::Bytes;
 use index_on_push::reconcile::{Lifecycle, WorkQueue};
 use index_on_push::{dispatch, wiring, Config, EventBridge, HttpRegistries, Invocation, Services};
 use registry::{Client, Repository};
@@ -40,19 +39,7 @@ impl World {
     }
 
     async fn push(&self, repository: &str, image: &TestImage, tag: &str) -> String {
-        let repository = self.repository(repository);
-        for (digest, _, bytes) in &image.blobs {
-            self.client.push_blob(&repository, digest, Bytes::from(bytes.clone())).await.unwrap();
-        }
-        for (digest, media_type, bytes) in &image.manifests {
-            self.client
-                .put_manifest(&repository, digest, media_type, Bytes::from(bytes.clone()))
-                .await
-                .unwrap();
-        }
-        let (digest, media_type, bytes) = &image.root;
-        self.client.put_manifest(&repository, tag, media_type, Bytes::from(bytes.clone())).await.unwrap();
-        digest.clone()
+        aws::push_image(&self.client, &self.repository(repository), image, tag).await
     }
 
     async fn exists(&self, repository: &str, reference: &str) -> bool {

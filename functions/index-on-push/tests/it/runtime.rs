@@ -170,6 +170,17 @@ fn command(vars: &[(&str, String)]) -> Command {
     command
 }
 
+/// The binary with `vars`, its stdout and stderr piped, killed when dropped.
+fn start_function(vars: &[(&str, String)]) -> tokio::process::Child {
+    tokio::process::Command::from(command(vars))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
 /// A registry that only lets in moto's ECR login, holding one single-layer image as `sample/app:v1`.
 struct Sample {
     registry: LocalRegistry,
@@ -250,20 +261,14 @@ async fn the_binary_serves_push_events_from_the_runtime_api() {
 
     let mut api = RuntimeApi::start().await;
     let started = Instant::now();
-    let child = tokio::process::Command::from(command(&[
+    let child = start_function(&[
         ("AWS_LAMBDA_RUNTIME_API", api.addr.to_string()),
         ("AWS_ENDPOINT_URL_ECR", moto.url()),
         ("SOCI_REGISTRY_URL", registry.url()),
         ("SOCI_MIN_LAYER_SIZE", "50000".into()),
         ("SOCI_SPAN_SIZE", "65536".into()),
         ("SOCI_FILTERS", "sample/*".into()),
-    ]))
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .kill_on_drop(true)
-    .spawn()
-    .unwrap();
+    ]);
 
     let mut event = fixture_event();
     event["detail"]["repository-name"] = json!("sample/app");
@@ -342,16 +347,10 @@ fn outside_lambda_the_binary_says_so() {
 async fn an_unreachable_registry_is_an_error_so_that_lambda_retries() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let mut api = RuntimeApi::start().await;
-    let mut child = tokio::process::Command::from(command(&[
+    let mut child = start_function(&[
         ("AWS_LAMBDA_RUNTIME_API", api.addr.to_string()),
         ("SOCI_REGISTRY_URL", format!("http://{closed}")),
-    ]))
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .kill_on_drop(true)
-    .spawn()
-    .unwrap();
+    ]);
     let path = format!("{}/fixtures/push-event.json", env!("CARGO_MANIFEST_DIR"));
     let event: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     api.send("req-down", event);
@@ -386,7 +385,7 @@ async fn no_log_level_prints_the_ecr_credential() {
     .enumerate()
     {
         let mut api = RuntimeApi::start().await;
-        let mut child = tokio::process::Command::from(command(&[
+        let mut child = start_function(&[
             ("AWS_LAMBDA_RUNTIME_API", api.addr.to_string()),
             ("AWS_ENDPOINT_URL_ECR", moto.url()),
             ("SOCI_REGISTRY_URL", sample.registry.url()),
@@ -394,13 +393,7 @@ async fn no_log_level_prints_the_ecr_credential() {
             ("SOCI_SPAN_SIZE", "65536".into()),
             ("SOCI_TAG_SUFFIX", format!("-soci{run}")),
             ("LOG_LEVEL", log_level.into()),
-        ]))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+        ]);
         // Read while it runs: a trace log fills a pipe's buffer long before the event is answered.
         let stdout = tokio::spawn(read_all(child.stdout.take().unwrap()));
         let stderr = tokio::spawn(read_all(child.stderr.take().unwrap()));
@@ -441,16 +434,10 @@ async fn read_all(mut from: impl tokio::io::AsyncRead + Unpin) -> Vec<u8> {
 async fn odd_and_huge_payloads_each_get_one_bounded_outcome_line() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let mut api = RuntimeApi::start().await;
-    let mut child = tokio::process::Command::from(command(&[
+    let mut child = start_function(&[
         ("AWS_LAMBDA_RUNTIME_API", api.addr.to_string()),
         ("SOCI_REGISTRY_URL", format!("http://{closed}")),
-    ]))
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .kill_on_drop(true)
-    .spawn()
-    .unwrap();
+    ]);
     let stdout = tokio::spawn(read_all(child.stdout.take().unwrap()));
     let huge_tag = format!("v{}", "1".repeat(1 << 20));
     let mut huge = fixture_event();
@@ -512,13 +499,7 @@ async fn serve_events(
 ) -> (Vec<Answer>, String) {
     let mut vars = vars.to_vec();
     vars.push(("AWS_LAMBDA_RUNTIME_API", api.addr.to_string()));
-    let mut child = tokio::process::Command::from(command(&vars))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = start_function(&vars);
     let stdout = tokio::spawn(read_all(child.stdout.take().unwrap()));
     let stderr = tokio::spawn(read_all(child.stderr.take().unwrap()));
     for (request_id, event) in events {

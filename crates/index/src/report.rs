@@ -14,6 +14,8 @@ pub trait Observer: Send + Sync {
     fn layer_progress(&self, _digest: &str, _done: u64) {}
     /// A layer is done (indexed, or left out).
     fn layer_finished(&self, _report: &LayerReport) {}
+    /// `sync`: a tag is done (indexed, skipped, failed...).
+    fn tag_finished(&self, _entry: &crate::sync::SyncEntry) {}
 }
 
 /// An observer that observes nothing.

@@ -106,9 +106,11 @@ pub async fn sync<R: Registry>(
         async move {
             let action = match skip_reason(tag, options, sync) {
                 Some(reason) => SyncAction::Skipped { reason },
-                None => sync_tag(registry, tag, options, sync.dry_run, observer).await,
+                None => sync_tag(registry, tag, options, sync.dry_run, observer.clone()).await,
             };
-            SyncEntry { tag: tag.clone(), action }
+            let entry = SyncEntry { tag: tag.clone(), action };
+            observer.tag_finished(&entry);
+            entry
         }
     });
     let mut entries: Vec<SyncEntry> =

@@ -68,6 +68,7 @@ pub struct State {
     blobs: Mutex<HashMap<String, Bytes>>,
     pushes: Mutex<Vec<String>>,
     broken_blobs: Mutex<Vec<String>>,
+    hanging_blobs: Mutex<Vec<String>>,
     calls: AtomicUsize,
     mode: Mutex<Mode>,
     referrers_api: bool,
@@ -213,6 +214,11 @@ impl State {
         self.broken_blobs.lock().unwrap().push(digest.into());
     }
 
+    /// Makes reads of this blob never answer (a layer too big for the time left).
+    pub fn hang_blob(&self, digest: &str) {
+        self.hanging_blobs.lock().unwrap().push(digest.into());
+    }
+
     /// Every push so far: `blob <digest>`, `mount <digest>`, `manifest <digest>` or `tag <tag>`.
     pub fn pushes(&self) -> Vec<String> {
         self.pushes.lock().unwrap().clone()
@@ -321,6 +327,9 @@ impl Registry for MemoryRegistry {
         self.enter().await?;
         if *self.mode.lock().unwrap() == Mode::PanicOnBlob {
             panic!("injected panic reading {}", descriptor.digest);
+        }
+        if self.hanging_blobs.lock().unwrap().contains(&descriptor.digest) {
+            std::future::pending::<()>().await;
         }
         self.stream(&descriptor.digest)
     }

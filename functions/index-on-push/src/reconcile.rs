@@ -272,13 +272,67 @@ pub async fn consume<R: Registries, E>(
         Ok(repository) => repository,
         Err(why) => return Consumed { report: report.skipped(why), failed: false },
     };
-    let work = reconcile_repository(report.clone(), repository, config, services);
+    let progress = Arc::new(Progress::default());
+    let work = reconcile_repository(report.clone(), repository, config, services, progress.clone());
     match before_deadline(invocation, work).await {
         Ok(report) => {
             let failed = report.retry;
             Consumed { report, failed }
         }
-        Err(_) => requeue(report, item, lifecycle).await,
+        Err(_) => {
+            // What was done before the cut-off is in the registry; the report says so too.
+            progress.counts().apply(&mut report);
+            requeue(report, item, lifecycle).await
+        }
+    }
+}
+
+/// What a reconcile has done so far, kept outside its future so that an invocation cut off by its
+/// deadline still reports the tags it indexed. Also logs each layer, as [`crate::handler::LayerLog`].
+#[derive(Default)]
+struct Progress(std::sync::Mutex<Counts>);
+
+/// The counts of [`Progress`].
+#[derive(Clone, Copy, Default)]
+struct Counts {
+    pruned: u64,
+    tags_indexed: u64,
+    layers_indexed: u64,
+    layers_reused: u64,
+}
+
+impl Progress {
+    fn counts(&self) -> Counts {
+        *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Counts)) {
+        change(&mut self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+    }
+}
+
+impl index::Observer for Progress {
+    fn layer_finished(&self, report: &index::LayerReport) {
+        crate::handler::LayerLog.layer_finished(report);
+    }
+
+    fn tag_finished(&self, entry: &index::sync::SyncEntry) {
+        if let SyncAction::Indexed { layers_indexed, layers_reused, .. } = &entry.action {
+            self.update(|counts| {
+                counts.tags_indexed += 1;
+                counts.layers_indexed += *layers_indexed as u64;
+                counts.layers_reused += *layers_reused as u64;
+            });
+        }
+    }
+}
+
+impl Counts {
+    fn apply(self, report: &mut Report) {
+        report.pruned = self.pruned;
+        report.tags_indexed = self.tags_indexed;
+        report.layers_indexed = self.layers_indexed;
+        report.layers_reused = self.layers_reused;
     }
 }
 
@@ -298,7 +352,9 @@ async fn requeue(mut report: Report, item: WorkItem, lifecycle: &Lifecycle<'_>) 
             report.outcome = Outcome::Reconciled;
             report.requeued = true;
             report.reason = Some(format!(
-                "time ran short: the rest was queued again (attempt {} of {MAX_ATTEMPTS})",
+                "time ran short after {} tag(s) indexed: the rest was queued again (attempt {} of \
+                 {MAX_ATTEMPTS})",
+                report.tags_indexed,
                 again.attempt + 1
             ));
             Consumed { report, failed: false }
@@ -313,10 +369,11 @@ async fn reconcile_repository<R: Registries, E>(
     repository: Repository,
     config: &Config,
     services: &Services<'_, R, E>,
+    progress: Arc<Progress>,
 ) -> Report {
     let registry = Arc::new(services.registries.open(&repository));
     match index::prune::prune(registry.as_ref(), &config.tag_suffix, false).await {
-        Ok(pruned) => report.pruned = pruned.orphans.len() as u64,
+        Ok(pruned) => progress.update(|counts| counts.pruned = pruned.orphans.len() as u64),
         Err(e) => {
             let retry = e.is_retryable();
             return report.failed(failure_reason(&e), retry);
@@ -332,26 +389,23 @@ async fn reconcile_repository<R: Registries, E>(
         dry_run: false,
     };
     let started = Instant::now();
-    let synced =
-        match index::sync::sync(registry, &options, &select, Arc::new(crate::handler::LayerLog)).await {
-            Ok(synced) => synced,
-            Err(e) => {
-                let retry = e.is_retryable();
-                return report.failed(failure_reason(&e), retry);
-            }
-        };
-    let mut failures = Vec::new();
-    for entry in &synced.tags {
-        match &entry.action {
-            SyncAction::Indexed { layers_indexed, layers_reused, .. } => {
-                report.tags_indexed += 1;
-                report.layers_indexed += *layers_indexed as u64;
-                report.layers_reused += *layers_reused as u64;
-            }
-            SyncAction::Failed { error } => failures.push(format!("{}: {error}", entry.tag)),
-            _ => {}
+    let synced = match index::sync::sync(registry, &options, &select, progress.clone()).await {
+        Ok(synced) => synced,
+        Err(e) => {
+            let retry = e.is_retryable();
+            progress.counts().apply(&mut report);
+            return report.failed(failure_reason(&e), retry);
         }
-    }
+    };
+    progress.counts().apply(&mut report);
+    let failures: Vec<String> = synced
+        .tags
+        .iter()
+        .filter_map(|entry| match &entry.action {
+            SyncAction::Failed { error } => Some(format!("{}: {error}", entry.tag)),
+            _ => None,
+        })
+        .collect();
     tracing::debug!(repository = %repository, tags = synced.tags.len(), ms = started.elapsed().as_millis() as u64, "synced");
     let summary = format!(
         "{} tag(s) indexed, {} SOCI tag(s) pruned, {} tag(s) seen",

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use index::testing::{MemoryRegistry, Mode};
 use index_on_push::completion::{CompletionError, CompletionEvents, Detail};
 use index_on_push::reconcile::{
-    BoxFuture, Lifecycle, Listed, ReconcileError, RepositoryList, WorkItem, WorkQueue, MAX_ATTEMPTS,
+    consume, BoxFuture, Lifecycle, Listed, ReconcileError, RepositoryList, WorkItem, WorkQueue, MAX_ATTEMPTS,
     REQUEUE_DELAY,
 };
 use index_on_push::{dispatch, handle, Config, Invocation, Outcome, Registries, Services};
@@ -192,6 +192,40 @@ async fn a_repository_too_big_for_one_deadline_is_queued_again_not_lost() {
     let last = work_message("team/big", MAX_ATTEMPTS - 1);
     let answer = dispatch(&last, &invocation(deadline), &config("*:*"), &services, &lifecycle).await.unwrap();
     assert_eq!(answer, json!({"batchItemFailures": [{"itemIdentifier": "m-1"}]}));
+    assert_eq!(queue.sent().len(), 1);
+}
+
+/// On tokio's paused clock: one image's layer never arrives; the two others are indexed before the
+/// deadline, and the cut-off invocation's report counts them.
+#[tokio::test(start_paused = true)]
+async fn a_cut_off_reconcile_reports_what_it_indexed_before_its_deadline() {
+    let registries = Memory(MemoryRegistry::new());
+    let app = registries.0.repository("team/app");
+    push_image(&app, &small_image(11), "1.0");
+    push_image(&app, &small_image(12), "2.0");
+    let stuck = small_image(13);
+    push_image(&app, &stuck, "3.0");
+    app.hang_blob(&stuck.platforms[0].1[0].digest);
+    let services = Services { registries: &registries, completion: &NoEvents, ztoc_cache: None };
+    let queue = Recorder::default();
+    let lifecycle = Lifecycle { repositories: &Listing(vec![]), queue: Some(&queue) };
+    // Two build slots, whatever this machine's cores: the stuck layer holds one.
+    let config = Config { concurrency: 2, ..config("*:*") };
+    let body = work_message("team/app", 0)["Records"][0]["body"].as_str().unwrap().to_owned();
+    let deadline = Some(Instant::now() + Duration::from_secs(30));
+    let consumed = consume(&body, &invocation(deadline), &config, &services, &lifecycle).await;
+
+    assert!(!consumed.failed);
+    let report = consumed.report;
+    assert_eq!((report.outcome, report.requeued), (Outcome::Reconciled, true), "{report:?}");
+    assert_eq!((report.tags_indexed, report.layers_indexed), (2, 2), "{report:?}");
+    let reason = report.reason.unwrap_or_default();
+    assert!(
+        reason.starts_with("time ran short after 2 tag(s) indexed: the rest was queued again"),
+        "{reason}"
+    );
+    assert!(app.manifest("1.0-soci").is_some() && app.manifest("2.0-soci").is_some());
+    assert!(app.manifest("3.0-soci").is_none());
     assert_eq!(queue.sent().len(), 1);
 }
 

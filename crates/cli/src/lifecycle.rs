@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use index::prune::PruneReport;
-use index::sync::{SyncAction, SyncOptions, SyncReport};
+use index::sync::{SyncAction, SyncEntry, SyncOptions, SyncReport};
 
 use crate::args::{CacheArgs, IndexArgs, RegistryArgs};
 use crate::observe::Lines;
@@ -71,19 +71,30 @@ pub fn sync(args: SyncArgs) -> Result<ExitCode> {
         dry_run: args.dry_run,
     };
     let create = index::CreateOptions { ztoc_cache: args.cache.ztoc_cache(), ..args.index.options() };
+    // Human output says each tag as it is done (a big repository takes a while); JSON comes at the end.
+    let observer: Arc<dyn index::Observer> =
+        if args.json { Arc::new(Lines) } else { Arc::new(TagLines(args.repository.clone())) };
     let report = runtime()?
-        .block_on(index::sync::sync(Arc::new(registry), &create, &options, Arc::new(Lines)))
+        .block_on(index::sync::sync(Arc::new(registry), &create, &options, observer))
         .with_context(|| format!("cannot sync {}", args.repository))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_sync(&report, &args.repository);
+        print_sync_summary(&report);
     }
     Ok(if report.any_failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
-fn print_sync(report: &SyncReport, repository: &str) {
-    for entry in &report.tags {
+/// One line on stdout per tag of `sync` as it finishes (`REPOSITORY:TAG  what happened`); layers as
+/// [`Lines`] says them.
+struct TagLines(String);
+
+impl index::Observer for TagLines {
+    fn layer_finished(&self, report: &index::LayerReport) {
+        Lines.layer_finished(report);
+    }
+
+    fn tag_finished(&self, entry: &SyncEntry) {
         let line = match &entry.action {
             SyncAction::Indexed { was, layers_indexed, layers_reused } => {
                 format!("indexed (was {was}): {layers_indexed} layer(s) built, {layers_reused} reused")
@@ -93,8 +104,11 @@ fn print_sync(report: &SyncReport, repository: &str) {
             SyncAction::Skipped { reason } => format!("skipped: {reason}"),
             SyncAction::Failed { error } => format!("FAILED: {error}"),
         };
-        println!("{repository}:{}  {line}", entry.tag);
+        println!("{}:{}  {line}", self.0, entry.tag);
     }
+}
+
+fn print_sync_summary(report: &SyncReport) {
     let count = |f: fn(&SyncAction) -> bool| report.count(f);
     println!(
         "{}{} indexed, {} already indexed, {} skipped, {} failed",

@@ -76,6 +76,19 @@ async fn sync_indexes_only_what_needs_it_and_prune_removes_only_orphans() {
     assert_eq!(action(&dry, "indexed")["action"], "already-indexed");
     assert_eq!(action(&dry, "indexed-soci")["action"], "skipped");
     assert_eq!(client.list_tags(&repo).await.unwrap(), tags_before, "a dry run changes nothing");
+    // The human output: a line per tag as it is done, then the summary.
+    let human = cli().args(["sync", &target, "--plain-http", "--dry-run"]).args(sync_args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&human.stdout);
+    for line in [
+        format!("{target}:never  would index (not-indexed)"),
+        format!("{target}:stale  would index (stale)"),
+        format!("{target}:indexed  already indexed"),
+        format!("{target}:indexed-soci  skipped: SOCI output"),
+        "dry run: 2 indexed, 1 already indexed, 2 skipped, 0 failed".to_owned(),
+    ] {
+        assert!(stdout.contains(&line), "{line:?} in:\n{stdout}");
+    }
+    assert!(stdout.trim_end().ends_with("0 failed"), "the summary comes last:\n{stdout}");
 
     let cache_dir = tempfile::tempdir().unwrap();
     let cache = cache_dir.path().to_str().unwrap();

@@ -15,7 +15,7 @@ use tokio::task::{self, JoinSet};
 use crate::cache::{CacheKey, ZtocCache};
 use crate::error::{Error, LayerError};
 use crate::oci::Descriptor;
-use crate::options::{BuildSlots, CreateOptions};
+use crate::options::CreateOptions;
 use crate::registry::Registry;
 use crate::report::{LayerReport, LayerResult, Observer};
 use crate::reuse;
@@ -64,10 +64,7 @@ pub async fn build_ztocs<R: Registry>(
     options: &CreateOptions,
     observer: Arc<dyn Observer>,
 ) -> Result<Vec<BuiltLayer>, Error> {
-    let semaphore = match &options.build_slots {
-        Some(shared) => shared.semaphore(),
-        None => BuildSlots::new(options.concurrency).semaphore(),
-    };
+    let semaphore = options.slots().semaphore();
     let mut running = Running::default();
     // Largest first: with a few workers, this keeps them busy until the end (longest processing time
     // first scheduling), instead of one worker finishing a big layer alone.

@@ -68,6 +68,11 @@ impl CreateOptions {
         }
     }
 
+    /// The build slots this run takes from: the shared ones, else `concurrency` of its own.
+    pub fn slots(&self) -> BuildSlots {
+        self.build_slots.clone().unwrap_or_else(|| BuildSlots::new(self.concurrency))
+    }
+
     /// How the index is bound to the image, given the image's tag (if it was named by one).
     pub fn binding(&self, tag: Option<&str>) -> Result<Binding, Error> {
         match (self.index_version, tag) {

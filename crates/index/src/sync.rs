@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::create::create;
 use crate::error::{chain, registry_error, Error};
-use crate::options::{BuildSlots, CreateOptions};
+use crate::options::CreateOptions;
 use crate::prune::fallback_subject;
 use crate::registry::Registry;
 use crate::report::{Observer, Outcome};
@@ -97,8 +97,7 @@ pub async fn sync<R: Registry>(
     sync: &SyncOptions,
     observer: Arc<dyn Observer>,
 ) -> Result<SyncReport, Error> {
-    let slots = options.build_slots.clone().unwrap_or_else(|| BuildSlots::new(options.concurrency));
-    let options = &CreateOptions { build_slots: Some(slots), ..options.clone() };
+    let options = &CreateOptions { build_slots: Some(options.slots()), ..options.clone() };
     let tags = registry.list_tags().await.map_err(registry_error("listing tags"))?;
     let work = tags.iter().map(|tag| {
         let registry = registry.clone();

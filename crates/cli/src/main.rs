@@ -31,8 +31,16 @@ is downloaded, fetching files on demand. Its core is one zTOC per large layer: t
 the layer's tar plus zlib checkpoints every few MiB, so any file can be inflated from the middle of the \
 gzip stream. soci-indexer builds zTOCs in one streaming pass, byte-identical to soci-snapshotter's own.",
     after_help = "Examples:\n  \
-soci-indexer ztoc layer.tar.gz -o layer.ztoc\n  \
-soci-indexer ztoc-info layer.ztoc\n  \
+# Index an image in Amazon ECR (v2: pushes <tag>-soci, the reference to deploy)\n  \
+aws ecr get-login-password | soci-indexer create $REGISTRY/app:1.4 --username AWS --password-stdin\n  \
+# In a deploy pipeline: start tasks only once the image is lazy-loadable\n  \
+aws ecr get-login-password | soci-indexer wait $REGISTRY/app:1.4 --username AWS --password-stdin \\\n      \
+--timeout 10m && aws ecs update-service ...\n  \
+# Keep a whole repository indexed, and remove what outlived its image\n  \
+soci-indexer sync localhost:5000/team/app --plain-http\n  \
+soci-indexer prune localhost:5000/team/app --plain-http --dry-run\n  \
+# Work on one layer file, without a registry\n  \
+soci-indexer ztoc layer.tar.gz -o layer.ztoc && soci-indexer ztoc-info layer.ztoc\n  \
 soci-indexer extract layer.tar.gz layer.ztoc usr/bin/env -o env"
 )]
 struct Cli {
@@ -81,8 +89,11 @@ soci-indexer status localhost:5000/app:latest --plain-http --json"
 fix happens (unknown image or repository, credentials: exit 1 at once), or --timeout passes (exit 3, with \
 the last state). Checks start --interval apart and slow down to one every 15 s. Put it between the push \
 and the deploy, so tasks never start before their index exists.",
-        after_help = "Example:\n  \
-docker push $IMAGE:1.4 && soci-indexer wait $IMAGE:1.4 --timeout 10m && aws ecs update-service ..."
+        after_help = "Example (Amazon ECR):\n  \
+docker push $IMAGE:1.4\n  \
+aws ecr get-login-password |\n    \
+soci-indexer wait $IMAGE:1.4 --timeout 10m --username AWS --password-stdin\n  \
+aws ecs update-service ...   # only after wait exits 0"
     )]
     Wait(status::WaitArgs),
     /// Index every tag of a repository that is not indexed (or stale, or partial).
@@ -90,7 +101,7 @@ docker push $IMAGE:1.4 && soci-indexer wait $IMAGE:1.4 --timeout 10m && aws ecs 
         long_about = "Bring a repository to \"every image is lazy-loadable\": list its tags (paginated), and \
 index each that is not indexed, is stale or is partial; already indexed images cost a few manifest reads, no \
 build. Tags that are SOCI output (ending in the suffix, sha256-<digest> referrers tags) are skipped, as are \
-tags no --filter matches. One line per tag, then a summary; exit 1 if any tag failed. --dry-run says what \
+tags no --filter matches. One line per tag as it is done, then a summary; exit 1 if any tag failed. --dry-run says what \
 would be indexed and changes nothing.",
         after_help = "Examples:\n  \
 soci-indexer sync localhost:5000/team/app --plain-http --dry-run\n  \

@@ -1,6 +1,5 @@
 //! Blob upload, existence, streaming with verification, and ranges.
 
-use futures_util::StreamExt;
 use registry::{sha256_digest, Error, PushedBlob, Resource};
 use testkit::proxy::{FaultPlan, FaultProxy};
 use testkit::registry::LocalRegistry;
@@ -110,24 +109,8 @@ async fn corrupted_content_ends_the_stream_with_digest_mismatch() {
     stored[1_000_000] ^= 0xff;
     std::fs::write(&path, &stored).unwrap();
 
-    let mut stream = client.get_blob(&repo, &digest, Some(blob.len() as u64)).await.unwrap();
-    let mut received = Vec::new();
-    let mut last_error = None;
-    while let Some(item) = stream.next().await {
-        assert!(last_error.is_none(), "nothing may follow the error");
-        match item {
-            Ok(chunk) => received.extend_from_slice(&chunk),
-            Err(error) => last_error = Some(error),
-        }
-    }
-    assert!(received == stored, "every byte is passed on before the verdict");
-    match last_error {
-        Some(Error::DigestMismatch { expected, actual }) => {
-            assert_eq!(expected, digest);
-            assert_eq!(actual, sha256_digest(&stored));
-        }
-        other => panic!("{other:?}"),
-    }
+    let stream = client.get_blob(&repo, &digest, Some(blob.len() as u64)).await.unwrap();
+    assert_mismatch_after_every_byte(stream, &digest, &stored).await;
 }
 
 #[tokio::test]

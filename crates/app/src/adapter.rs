@@ -4,7 +4,9 @@
 use bytes::Bytes;
 use futures_util::StreamExt;
 use index::oci::Descriptor;
-use index::{BlobStream, FetchedManifest, Location, PushedManifest, SourceError, SourceErrorKind};
+use index::{
+    BlobStream, Deletion, FetchedManifest, Location, PushedManifest, SourceError, SourceErrorKind, TagTarget,
+};
 
 use registry::{Client, Repository};
 
@@ -153,7 +155,21 @@ impl index::Registry for RepositoryClient {
         wanted.map(referrer_descriptor).collect::<Result<_, _>>().map(Some)
     }
 
-    async fn delete_manifest(&self, digest: &str) -> Result<bool, SourceError> {
-        self.client.delete_manifest(&self.repository, digest).await.map_err(source_error)
+    async fn delete_manifest(&self, digest: &str) -> Result<Deletion, SourceError> {
+        let deletion = self.client.delete_manifest(&self.repository, digest).await.map_err(source_error)?;
+        Ok(match deletion {
+            registry::Deletion::Deleted => Deletion::Deleted,
+            registry::Deletion::AlreadyGone => Deletion::AlreadyGone,
+            registry::Deletion::Refused => Deletion::Refused,
+        })
+    }
+
+    async fn resolve_tag(&self, tag: &str) -> Result<Option<TagTarget>, SourceError> {
+        let head = self.client.head_manifest(&self.repository, tag).await.map_err(source_error)?;
+        Ok(head.map(|info| TagTarget {
+            tag: tag.to_owned(),
+            digest: info.digest,
+            media_type: (!info.media_type.is_empty()).then_some(info.media_type),
+        }))
     }
 }

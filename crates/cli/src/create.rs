@@ -149,8 +149,18 @@ fn print_summary(report: &CreateReport, reference: &registry::Reference, options
                 eprintln!("  layer {} {}", observe::short(&layer.digest), observe::describe(layer));
             }
         }
+        Outcome::Superseded => eprintln!(
+            "superseded: the tag of {reference} moved to {} while {} was indexed; its SOCI tag was left to \
+             that image (run create again to index what the tag holds now)",
+            report.superseded_by.as_deref().unwrap_or("another image"),
+            report.image_digest
+        ),
     }
-    if report.outcome != Outcome::NothingToIndex && options.index_version == IndexVersion::V2 {
+    for reason in &report.kept {
+        eprintln!("kept: {reason}");
+    }
+    let published = matches!(report.outcome, Outcome::Created | Outcome::AlreadyIndexed);
+    if published && options.index_version == IndexVersion::V2 {
         if let Some(tag) = &report.pushed_tag {
             let digest = report.image_index_digest.as_deref().unwrap_or("");
             eprintln!("deploy {repo}:{tag} ({digest}): run tasks from this tag");

@@ -171,6 +171,14 @@ fn print_status(report: &StatusReport, connected: &Connected, args: &Args) -> Re
         (State::Partial, ..) => {
             println!("some platforms have no SOCI index: run `soci-indexer create` to complete it")
         }
+        (State::Broken, ..) => {
+            for platform in &report.platforms {
+                if let Some(why) = &platform.broken {
+                    println!("  {}: {why}", platform.platform);
+                }
+            }
+            println!("the SOCI index cannot work as it is: run `soci-indexer create` to rebuild it")
+        }
         _ if report.platforms.iter().all(|p| p.layers_eligible == 0) => {
             println!("no layer is eligible for a zTOC (see --min-layer-size): nothing to lazy-load")
         }

@@ -121,7 +121,7 @@ async fn reuse_or_build<R: Registry>(
         span_size: build_options.ztoc.span_size,
         build_tool_identifier: build_options.ztoc.build_tool_identifier.clone(),
     };
-    if let Some(reused) = reuse::reuse(registry, cache, &key, layer).await {
+    if let Some(reused) = reuse::reuse(registry, cache, &key, layer, build_options.max_ztoc_size).await {
         return Ok(reused);
     }
     let built = build_layer(registry, layer, build_options, observer).await?;

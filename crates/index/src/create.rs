@@ -8,8 +8,8 @@ use std::time::Instant;
 use crate::build::build_ztocs;
 use crate::error::Error;
 use crate::options::{Binding, CreateOptions};
-use crate::prune;
-use crate::publish::publish;
+use crate::ownership;
+use crate::publish::{publish, soci_tag_holder};
 use crate::registry::Registry;
 use crate::report::{CreateReport, Observer, Outcome, PlatformReport};
 use crate::resolve::{resolve, ResolvedImage};
@@ -28,6 +28,10 @@ pub async fn create<R: Registry>(
     let started = Instant::now();
     let binding = options.binding(tag)?;
     let image = resolve(registry.as_ref(), reference, &options.platforms, options.index_version).await?;
+    // A `<tag><suffix>` that is a user's own image is refused before anything is built.
+    if let Binding::V2 { soci_tag, .. } = &binding {
+        soci_tag_holder(registry.as_ref(), soci_tag).await?;
+    }
     let mut report = initial_report(reference, &image, options);
     let finish = |mut report: CreateReport, outcome| -> Result<CreateReport, Error> {
         report.outcome = outcome;
@@ -65,12 +69,18 @@ pub async fn create<R: Registry>(
 
     // The index `<tag><suffix>` holds before this run replaces it (v2: a re-pointed tag, or --force).
     let replaced = match &binding {
-        Binding::V2 { soci_tag } => prune::soci_index_digest(registry.as_ref(), soci_tag).await?,
+        Binding::V2 { soci_tag, .. } => soci_tag_holder(registry.as_ref(), soci_tag).await?,
         Binding::V1 => None,
     };
     let published = publish(registry.as_ref(), &image, &ztocs, &binding, options).await?;
+    if let Some(now) = published.superseded {
+        let now = now.unwrap_or_else(|| "nothing (deleted)".into());
+        tracing::info!(image = %image.digest, now = %now, "the image's tag moved while it was indexed: its SOCI tag left to the newer run");
+        report.superseded_by = Some(now);
+        return finish(report, Outcome::Superseded);
+    }
     if let Some(old) = replaced.filter(|old| published.image_index_digest.as_ref() != Some(old)) {
-        report.removed = clean_up(registry.as_ref(), &old, &options.tag_suffix).await;
+        (report.removed, report.kept) = clean_up(registry.as_ref(), &old).await;
     }
     for (position, platform) in image.selected.keys().zip(report.platforms.iter_mut()) {
         platform.soci_index_digest = published.soci_indexes.get(position).map(|d| d.digest.clone());
@@ -81,14 +91,20 @@ pub async fn create<R: Registry>(
     finish(report, Outcome::Created)
 }
 
-/// Removes the index a new one replaced, and what only it referenced. Best effort: the new index is
-/// in place, so a failure here is logged, never the run's.
-async fn clean_up<R: Registry>(registry: &R, old: &str, tag_suffix: &str) -> Vec<String> {
-    match prune::remove_replaced(registry, old, tag_suffix).await {
-        Ok(removed) => removed,
+/// Removes the index a new one replaced, and what only it referenced, unless another tag still points
+/// at it (then it stays, with the reason). Best effort: the new index is in place, so a failure here is
+/// logged, never the run's. Returns what was removed, and why anything stayed.
+async fn clean_up<R: Registry>(registry: &R, old: &str) -> (Vec<String>, Vec<String>) {
+    match ownership::remove_replaced(registry, old).await {
+        Ok(ownership::Replaced { removed, kept }) => {
+            if let Some(reason) = &kept {
+                tracing::info!(index = %old, %reason, "the replaced SOCI index stays");
+            }
+            (removed, kept.into_iter().collect())
+        }
         Err(e) => {
             tracing::warn!(index = %old, error = %crate::error::chain(&e), "the replaced SOCI index was not removed");
-            Vec::new()
+            (Vec::new(), Vec::new())
         }
     }
 }
@@ -126,6 +142,8 @@ fn initial_report(reference: &str, image: &ResolvedImage, options: &CreateOption
         pushed_tag: None,
         image_index_digest: None,
         removed: Vec::new(),
+        kept: Vec::new(),
+        superseded_by: None,
         duration_ms: 0,
     }
 }

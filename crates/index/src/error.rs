@@ -119,6 +119,17 @@ pub enum Error {
         /// How many of the orphan's manifests were deleted before.
         removed: usize,
     },
+    /// `<tag><suffix>` holds something that is not SOCI output (a user's own tag): never moved.
+    #[error(
+        "{tag} holds {digest}, which is not a SOCI index made by soci-indexer (a tag of its own): it is \
+         not moved; choose another suffix for the SOCI tag (--tag-suffix, SOCI_TAG_SUFFIX), or retag that image"
+    )]
+    SociTagTaken {
+        /// The tag.
+        tag: String,
+        /// What it holds.
+        digest: String,
+    },
     /// Other writers kept replacing the v1 fallback tag.
     #[error("referrers tag {tag}: other writers replaced it {attempts} times in a row; try again")]
     FallbackContended {
@@ -163,6 +174,7 @@ impl Error {
                 | Error::PlatformNotFound { .. }
                 | Error::NeedsTag
                 | Error::SociTagTooLong { .. }
+                | Error::SociTagTaken { .. }
                 | Error::ImageNotFound { .. }
                 | Error::NestedIndex { .. }
                 | Error::NoImageManifest { .. }

@@ -25,6 +25,7 @@ pub mod json;
 pub mod media;
 pub mod oci;
 mod options;
+mod ownership;
 pub mod prune;
 pub mod publish;
 mod registry;
@@ -46,7 +47,8 @@ pub use options::{
     DEFAULT_TAG_SUFFIX, MAX_CONCURRENCY,
 };
 pub use registry::{
-    BlobStream, FetchedManifest, Location, PushedManifest, Registry, SourceError, SourceErrorKind,
+    BlobStream, Deletion, FetchedManifest, Location, PushedManifest, Registry, SourceError, SourceErrorKind,
+    TagTarget,
 };
 pub use report::{
     CreateReport, LayerReport, LayerResult, Observer, Outcome, PlatformReport, Silent, SkipReason,

@@ -81,7 +81,7 @@ impl CreateOptions {
                 if soci_tag.len() > MAX_TAG_LENGTH {
                     return Err(Error::SociTagTooLong { tag: tag.into(), suffix: self.tag_suffix.clone() });
                 }
-                Ok(Binding::V2 { soci_tag })
+                Ok(Binding::V2 { soci_tag, image_tag: tag.into() })
             }
             (IndexVersion::V2, None) => Err(Error::NeedsTag),
             (IndexVersion::V1, _) => Ok(Binding::V1),
@@ -118,6 +118,8 @@ pub enum Binding {
     V2 {
         /// `<tag><suffix>`.
         soci_tag: String,
+        /// `<tag>`: checked right before `soci_tag` moves, to still point at the indexed image.
+        image_tag: String,
     },
     /// One SOCI index manifest per platform with `subject`, found through the referrers API or its
     /// fallback tag.

@@ -2,14 +2,18 @@
 //!
 //! * v2: a `<tag><suffix>` whose `<tag>` no longer exists, and only when it really holds SOCI output
 //!   (an image index carrying SOCI index descriptors): the image index, then the SOCI index manifests
-//!   and annotated manifests it alone references (never one another live `-soci` index uses).
+//!   and annotated manifests it alone references (never one another tagged SOCI index uses).
 //! * v1: a `sha256-<hex>` referrers tag whose subject manifest is gone: its SOCI index manifests, and the
-//!   tag's index (rewritten without them when it also lists other artifacts, such as signatures).
+//!   tag's index when it lists nothing else (else it is rewritten without them, and the old one left).
 //!
+//! What may be deleted follows [`crate::ownership`]: never a digest another tag points at (then only our
+//! tag goes, where the registry can remove one tag, or nothing does). Decisions are made on one reading
+//! of the tags; right before each removal, the facts it rests on are read again (the image still gone,
+//! the SOCI tag still where it was): what changed in between is reported as superseded, not removed.
 //! The tag-bearing index goes first, then what it referenced: a refusal or failure midway leaves
 //! unreferenced manifests at worst, never a visible index pointing at deleted ones.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -17,6 +21,7 @@ use serde::Serialize;
 use crate::error::{registry_error, Error};
 use crate::media;
 use crate::oci::{Descriptor, Index};
+use crate::ownership::{self, current_digests, delete_in_order, plan_removal, Removal, TagView};
 use crate::registry::Registry;
 
 /// What kind of SOCI output an orphan is.
@@ -38,8 +43,12 @@ pub struct Orphan {
     pub kind: OrphanKind,
     /// The image that is gone: the base tag (v2) or the subject digest (v1).
     pub image: String,
+    /// The digest the tag pointed at when this was decided (checked again right before removal).
+    pub digest: String,
     /// Manifests to delete, in order (the tag-bearing index first).
     pub remove: Vec<String>,
+    /// Other tags share its image index: only the tag itself is removed.
+    pub untag: bool,
     /// v1: the tag's index is rewritten without its SOCI entries (it lists other artifacts too).
     pub rewrite: bool,
     /// Whether it was removed (false in a dry run).
@@ -66,127 +75,132 @@ pub struct PruneReport {
     pub kept: Vec<Kept>,
 }
 
+/// A tag that may be SOCI output of an image that is gone.
+struct Candidate {
+    tag: String,
+    kind: OrphanKind,
+    /// The base tag (v2) or subject digest (v1).
+    image: String,
+}
+
 /// Finds SOCI output whose image is gone and, unless `dry_run`, removes it.
 pub async fn prune<R: Registry>(registry: &R, tag_suffix: &str, dry_run: bool) -> Result<PruneReport, Error> {
-    let tags = registry.list_tags().await.map_err(registry_error("listing tags"))?;
+    let view = TagView::read(registry).await?;
+    let candidates = candidates(registry, &view, tag_suffix).await?;
+    let going: HashSet<&str> = candidates.iter().map(|c| c.tag.as_str()).collect();
+    let live = view.live_references(registry, &going).await?;
     let mut report = PruneReport { dry_run, ..PruneReport::default() };
-    let live = live_soci_references(registry, &tags, tag_suffix).await?;
-    for tag in &tags {
-        let found = if let Some(base) = tag.strip_suffix(tag_suffix).filter(|b| !b.is_empty()) {
-            if tags.iter().any(|t| t == base) {
-                continue;
-            }
-            v2_orphan(registry, tag, base, &live).await?
-        } else if let Some(subject) = fallback_subject(tag) {
-            v1_orphan(registry, tag, &subject).await?
-        } else {
-            continue;
+    for candidate in &candidates {
+        let found = match candidate.kind {
+            OrphanKind::V2Index => v2_orphan(registry, &view, &live, &going, candidate).await?,
+            OrphanKind::V1Referrers => v1_orphan(registry, &view, &going, candidate).await?,
         };
         match found {
             Ok(orphan) => report.orphans.push(orphan),
-            Err(reason) => report.kept.push(Kept { tag: tag.clone(), reason }),
+            Err(reason) => report.kept.push(Kept { tag: candidate.tag.clone(), reason }),
         }
     }
     if !dry_run {
-        for orphan in &mut report.orphans {
-            remove(registry, orphan).await?;
-            orphan.removed = true;
+        let mut removed = Vec::new();
+        for mut orphan in std::mem::take(&mut report.orphans) {
+            match remove(registry, &orphan).await? {
+                Ok(()) => {
+                    orphan.removed = true;
+                    removed.push(orphan);
+                }
+                Err(reason) => report.kept.push(Kept { tag: orphan.tag, reason }),
+            }
         }
+        report.orphans = removed;
     }
     Ok(report)
 }
 
-/// Removes one orphan: the tag-bearing index first (or its rewrite), then what it referenced.
-pub async fn remove<R: Registry>(registry: &R, orphan: &Orphan) -> Result<(), Error> {
-    if orphan.rewrite {
-        rewrite_without_soci(registry, &orphan.tag).await?;
-    }
-    delete_in_order(registry, &orphan.tag, &orphan.remove).await
-}
-
-/// Deletes `digests` in order (what makes something visible first); `what` names them in errors.
-async fn delete_in_order<R: Registry>(registry: &R, what: &str, digests: &[String]) -> Result<(), Error> {
-    for (position, digest) in digests.iter().enumerate() {
-        let deleted = registry
-            .delete_manifest(digest)
-            .await
-            .map_err(registry_error(format!("deleting {digest} ({what})")))?;
-        if !deleted {
-            return Err(Error::DeletionRefused {
-                tag: what.into(),
-                digest: digest.clone(),
-                removed: position,
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Every manifest that a live `<tag><suffix>` index references, and those indexes themselves.
-async fn live_soci_references<R: Registry>(
+/// The tags that look like SOCI output of a gone image: `<base><suffix>` without `<base>` (checked
+/// with a `HEAD` too: a listing can lag), and `sha256-<hex>` referrers tags.
+async fn candidates<R: Registry>(
     registry: &R,
-    tags: &[String],
+    view: &TagView,
     tag_suffix: &str,
-) -> Result<HashSet<String>, Error> {
-    let mut live = HashSet::new();
-    for tag in tags {
-        let Some(base) = tag.strip_suffix(tag_suffix).filter(|b| !b.is_empty()) else { continue };
-        if !tags.iter().any(|t| t == base) {
-            continue;
-        }
-        if let Some((digest, index)) = soci_index_at(registry, tag).await? {
-            live.insert(digest);
-            live.extend(v2_references(&index));
+) -> Result<Vec<Candidate>, Error> {
+    let mut candidates = Vec::new();
+    for tag in view.tags() {
+        if let Some(base) = tag.strip_suffix(tag_suffix).filter(|b| !b.is_empty()) {
+            if view.has(base) || current_digests(registry, &[base]).await?[base].is_some() {
+                continue;
+            }
+            candidates.push(Candidate { tag: tag.into(), kind: OrphanKind::V2Index, image: base.into() });
+        } else if let Some(subject) = fallback_subject(tag) {
+            candidates.push(Candidate { tag: tag.into(), kind: OrphanKind::V1Referrers, image: subject });
         }
     }
-    Ok(live)
+    Ok(candidates)
 }
 
-/// The tag's image index, if it is SOCI output (an index with SOCI v2 descriptors).
-async fn soci_index_at<R: Registry>(registry: &R, tag: &str) -> Result<Option<(String, Index)>, Error> {
-    let Some(fetched) =
-        registry.get_manifest(tag).await.map_err(registry_error(format!("fetching {tag}")))?
-    else {
-        return Ok(None);
+/// Removes one orphan, after checking again that its image is still gone and its tag still points
+/// where it did. `Ok(Err(reason))`: something changed since, and nothing was removed.
+pub async fn remove<R: Registry>(registry: &R, orphan: &Orphan) -> Result<Result<(), String>, Error> {
+    let tag = orphan.tag.as_str();
+    let image_back = match orphan.kind {
+        OrphanKind::V2Index => current_digests(registry, &[&orphan.image]).await?[&orphan.image].is_some(),
+        OrphanKind::V1Referrers => registry
+            .get_manifest(&orphan.image)
+            .await
+            .map_err(registry_error(format!("checking {}", orphan.image)))?
+            .is_some(),
     };
-    let Ok(index) = serde_json::from_slice::<Index>(&fetched.bytes) else { return Ok(None) };
-    let is_soci = index.manifests().iter().any(|d| d.artifact_type == media::SOCI_INDEX_V2);
-    Ok(is_soci.then_some((fetched.digest, index)))
-}
-
-/// The manifests a v2 index made: each SOCI index manifest and the annotated manifest it belongs to.
-fn v2_references(index: &Index) -> Vec<String> {
-    let mut references = Vec::new();
-    for soci in index.manifests().iter().filter(|d| d.artifact_type == media::SOCI_INDEX_V2) {
-        if let Some(manifest) = soci.annotation(media::ANNOTATION_IMAGE_MANIFEST_DIGEST) {
-            references.push(manifest.to_owned());
-        }
-        references.push(soci.digest.clone());
+    if image_back {
+        return Ok(Err(format!("superseded: {} exists again (pushed while this ran)", orphan.image)));
     }
-    references
+    let now = current_digests(registry, &[tag]).await?.remove(tag).flatten();
+    if let Some(now) = now.as_ref().filter(|now| **now != orphan.digest) {
+        return Ok(Err(format!("superseded: {tag} moved to {now} while this ran (was {})", orphan.digest)));
+    }
+    // `now` is None: another run or event removed the tag already; what it referenced may remain.
+    if orphan.untag {
+        if now.is_some()
+            && !registry.untag(tag).await.map_err(registry_error(format!("removing the tag {tag}")))?
+        {
+            return Ok(Err(format!("the registry could not remove the tag {tag} alone")));
+        }
+        return Ok(Ok(()));
+    }
+    if orphan.rewrite && now.is_some() {
+        rewrite_without_soci(registry, tag).await?;
+    }
+    match delete_in_order(registry, tag, &orphan.remove).await? {
+        Ok(()) => Ok(Ok(())),
+        Err(position) => Err(Error::DeletionRefused {
+            tag: tag.into(),
+            digest: orphan.remove[position].clone(),
+            removed: position,
+        }),
+    }
 }
 
 /// `Ok(orphan)`, or `Err(why it stays)`.
 async fn v2_orphan<R: Registry>(
     registry: &R,
-    tag: &str,
-    base: &str,
+    view: &TagView,
     live: &HashSet<String>,
+    going: &HashSet<&str>,
+    candidate: &Candidate,
 ) -> Result<Result<Orphan, String>, Error> {
-    let Some((digest, index)) = soci_index_at(registry, tag).await? else {
+    let Some((digest, index)) = ownership::soci_image_index(registry, &candidate.tag).await? else {
         return Ok(Err("not SOCI output (no image index with SOCI indexes): a tag of its own".into()));
     };
-    if live.contains(&digest) {
-        return Ok(Err("its image index is also a live SOCI tag's".into()));
-    }
-    let mut remove = vec![digest];
-    let unique: BTreeSet<String> = v2_references(&index).into_iter().filter(|d| !live.contains(d)).collect();
-    remove.extend(unique);
+    let (remove, untag) = match plan_removal(registry, view, live, going, &digest, &index) {
+        Removal::Keep(reason) => return Ok(Err(reason)),
+        Removal::Untag => (Vec::new(), true),
+        Removal::Delete(remove) => (remove, false),
+    };
     Ok(Ok(Orphan {
-        tag: tag.into(),
+        tag: candidate.tag.clone(),
         kind: OrphanKind::V2Index,
-        image: base.into(),
+        image: candidate.image.clone(),
+        digest,
         remove,
+        untag,
         rewrite: false,
         removed: false,
     }))
@@ -194,9 +208,11 @@ async fn v2_orphan<R: Registry>(
 
 async fn v1_orphan<R: Registry>(
     registry: &R,
-    tag: &str,
-    subject: &str,
+    view: &TagView,
+    going: &HashSet<&str>,
+    candidate: &Candidate,
 ) -> Result<Result<Orphan, String>, Error> {
+    let (tag, subject) = (candidate.tag.as_str(), candidate.image.as_str());
     if registry.get_manifest(subject).await.map_err(registry_error(format!("fetching {subject}")))?.is_some()
     {
         return Ok(Err("its subject exists".into()));
@@ -214,15 +230,22 @@ async fn v1_orphan<R: Registry>(
     if soci.is_empty() {
         return Ok(Err("lists no SOCI index".into()));
     }
+    let shared = view.tags_of(&fetched.digest, going);
+    if !shared.is_empty() {
+        return Ok(Err(format!("its referrers index is also tagged {}", shared.join(", "))));
+    }
+    // Listing other artifacts too, the index is not ours alone: it is rewritten without our entries,
+    // and the old one is left (untagged) rather than deleted.
     let rewrite = !other.is_empty();
-    // Rewritten: the old index is untagged once the new one is pushed, and goes too.
-    let mut remove = vec![fetched.digest];
-    remove.extend(soci.iter().map(|d| d.digest.clone()));
+    let mut remove = if rewrite { Vec::new() } else { vec![fetched.digest.clone()] };
+    remove.extend(soci.iter().map(|d| d.digest.clone()).filter(|d| view.tags_of(d, going).is_empty()));
     Ok(Ok(Orphan {
         tag: tag.into(),
         kind: OrphanKind::V1Referrers,
         image: subject.into(),
+        digest: fetched.digest,
         remove,
+        untag: false,
         rewrite,
         removed: false,
     }))
@@ -252,36 +275,6 @@ pub fn fallback_subject(tag: &str) -> Option<String> {
     (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| format!("sha256:{hex}"))
 }
 
-/// The digest of the SOCI image index `tag` holds now, if it holds one.
-pub async fn soci_index_digest<R: Registry>(registry: &R, tag: &str) -> Result<Option<String>, Error> {
-    Ok(soci_index_at(registry, tag).await?.map(|(digest, _)| digest))
-}
-
-/// After `<tag><suffix>` moved to a new index: removes the replaced index `old` and the manifests only
-/// it referenced (none that a live `-soci` index, the new one included, still uses). Returns what was
-/// removed; a registry that refuses deletion is an error the caller may only report.
-pub async fn remove_replaced<R: Registry>(
-    registry: &R,
-    old: &str,
-    tag_suffix: &str,
-) -> Result<Vec<String>, Error> {
-    let tags = registry.list_tags().await.map_err(registry_error("listing tags"))?;
-    let live = live_soci_references(registry, &tags, tag_suffix).await?;
-    if live.contains(old) {
-        return Ok(Vec::new());
-    }
-    let Some(fetched) =
-        registry.get_manifest(old).await.map_err(registry_error(format!("fetching {old}")))?
-    else {
-        return Ok(Vec::new());
-    };
-    let index: Index = crate::resolve::parse(&fetched.digest, &fetched.bytes)?;
-    let mut remove = vec![old.to_owned()];
-    remove.extend(v2_references(&index).into_iter().filter(|d| !live.contains(d)).collect::<BTreeSet<_>>());
-    delete_in_order(registry, &format!("the replaced index {old}"), &remove).await?;
-    Ok(remove)
-}
-
 /// Removes `<tag><suffix>` and what it alone references, if `tag` is gone and it is SOCI output (the
 /// Lambda's answer to the deletion of one tag). `Ok(None)`: nothing to remove (the tag exists again,
 /// or there is no SOCI output for it); `Err(reason)` inside: why it stays.
@@ -291,17 +284,20 @@ pub async fn prune_tag<R: Registry>(
     tag_suffix: &str,
     dry_run: bool,
 ) -> Result<Option<Result<Orphan, String>>, Error> {
-    let tags = registry.list_tags().await.map_err(registry_error("listing tags"))?;
     let soci_tag = format!("{tag}{tag_suffix}");
-    if tags.iter().any(|t| t == tag) || !tags.contains(&soci_tag) {
+    let now = current_digests(registry, &[tag, &soci_tag]).await?;
+    if now[tag].is_some() || now[&soci_tag].is_none() {
         return Ok(None);
     }
-    let live = live_soci_references(registry, &tags, tag_suffix).await?;
-    let mut found = v2_orphan(registry, &soci_tag, tag, &live).await?;
-    if let Ok(orphan) = &mut found {
-        if !dry_run {
-            remove(registry, orphan).await?;
-            orphan.removed = true;
+    let view = TagView::read(registry).await?;
+    let going = HashSet::from([soci_tag.as_str()]);
+    let live = view.live_references(registry, &going).await?;
+    let candidate = Candidate { tag: soci_tag.clone(), kind: OrphanKind::V2Index, image: tag.into() };
+    let mut found = v2_orphan(registry, &view, &live, &going, &candidate).await?;
+    if let (Ok(orphan), false) = (&mut found, dry_run) {
+        match remove(registry, orphan).await? {
+            Ok(()) => orphan.removed = true,
+            Err(reason) => found = Err(reason),
         }
     }
     Ok(Some(found))

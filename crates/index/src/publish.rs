@@ -35,6 +35,9 @@ pub struct Published {
     pub pushed_tag: Option<String>,
     /// v2: the digest of the new image index.
     pub image_index_digest: Option<String>,
+    /// v2: the image's tag moved (or went) while the index was built, so `<tag><suffix>` was left
+    /// alone: what the tag points at now (`None`: deleted).
+    pub superseded: Option<Option<String>>,
 }
 
 /// Pushes one SOCI index per selected platform that has zTOCs, then binds them to the image.
@@ -74,7 +77,9 @@ pub async fn publish<R: Registry>(
         published.soci_indexes.insert(*position, descriptor);
     }
     match binding {
-        Binding::V2 { soci_tag } => bind_v2(registry, image, soci_tag, &mut published).await?,
+        Binding::V2 { soci_tag, image_tag } => {
+            bind_v2(registry, image, soci_tag, image_tag, &mut published).await?
+        }
         // Every platform's SOCI index is in place before the first fallback tag moves.
         Binding::V1 => {
             for (subject, soci_index) in &subjects_without_referrers {
@@ -86,11 +91,13 @@ pub async fn publish<R: Registry>(
     Ok(published)
 }
 
-/// v2: the converted image manifests by digest, then the new image index as `soci_tag`.
+/// v2: the converted image manifests by digest, then the new image index as `soci_tag`, unless the
+/// image's tag moved meanwhile (a newer image's run binds that one; this run must not overwrite it).
 async fn bind_v2<R: Registry>(
     registry: &R,
     image: &ResolvedImage,
     soci_tag: &str,
+    image_tag: &str,
     published: &mut Published,
 ) -> Result<(), Error> {
     let entries: Vec<ImageEntry> = image
@@ -111,6 +118,14 @@ async fn bind_v2<R: Registry>(
             .map_err(registry_error(format!("pushing image manifest {}", descriptor.digest)))?;
     }
     let index_digest = ztoc::sha256_digest(&converted.index);
+    // The facts the tag move rests on, read again right before it.
+    let now =
+        registry.resolve_tag(image_tag).await.map_err(registry_error(format!("checking {image_tag}")))?;
+    if now.as_ref().map(|t| t.digest.as_str()) != Some(image.digest.as_str()) {
+        published.superseded = Some(now.map(|t| t.digest));
+        return Ok(());
+    }
+    soci_tag_holder(registry, soci_tag).await?;
     let pushed = registry
         .push_manifest(soci_tag, media::OCI_INDEX, Bytes::from(converted.index))
         .await
@@ -119,6 +134,20 @@ async fn bind_v2<R: Registry>(
     published.image_index_digest = Some(if pushed.digest.is_empty() { index_digest } else { pushed.digest });
     published.pushed_tag = Some(soci_tag.to_owned());
     Ok(())
+}
+
+/// The SOCI image index `soci_tag` holds now (`None`: no such tag). A tag that holds anything else is
+/// not soci-indexer's to move: [`Error::SociTagTaken`].
+pub async fn soci_tag_holder<R: Registry>(registry: &R, soci_tag: &str) -> Result<Option<String>, Error> {
+    let Some(fetched) =
+        registry.get_manifest(soci_tag).await.map_err(registry_error(format!("fetching {soci_tag}")))?
+    else {
+        return Ok(None);
+    };
+    match crate::ownership::as_soci_image_index(&fetched.bytes) {
+        Some(_) => Ok(Some(fetched.digest)),
+        None => Err(Error::SociTagTaken { tag: soci_tag.into(), digest: fetched.digest }),
+    }
 }
 
 /// The referrers tag schema's tag for `digest`: `sha256-<hex>`.
@@ -164,7 +193,10 @@ async fn update_referrers_fallback<R: Registry>(
         if index.manifests().iter().any(|d| d.digest == entry.digest) {
             return Ok(());
         }
-        let old = (!index.manifests().is_empty()).then(|| ztoc::sha256_digest(&index.to_json()));
+        // The index this push replaces is ours to delete only when it lists nothing but SOCI indexes.
+        let ours_alone = index.manifests().iter().all(|d| d.artifact_type == media::SOCI_INDEX_V1);
+        let old =
+            (!index.manifests().is_empty() && ours_alone).then(|| ztoc::sha256_digest(&index.to_json()));
         // Only ever add: entries of other artifact types (signatures, SBOMs) stay.
         index.manifests.get_or_insert_with(Vec::new).push(entry.clone());
         index.schema_version = 2;
@@ -174,8 +206,10 @@ async fn update_referrers_fallback<R: Registry>(
             .await
             .map_err(registry_error(format!("pushing referrers tag {tag}")))?;
         if let Some(old) = old {
-            // The previous referrers index is now unreferenced; removing it is best effort.
-            let _ = registry.delete_manifest(&old).await;
+            // Now unreferenced, unless another tag points at it; removing it is best effort.
+            if let Err(e) = crate::ownership::delete_if_untagged(registry, &old).await {
+                tracing::debug!(index = %old, error = %crate::error::chain(&e), "old referrers index not removed");
+            }
         }
         tokio::time::sleep(FALLBACK_SETTLE).await;
     }

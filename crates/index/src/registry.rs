@@ -84,6 +84,31 @@ impl std::error::Error for SourceError {
     }
 }
 
+/// What a manifest DELETE did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deletion {
+    /// Deleted now.
+    Deleted,
+    /// Not there (404): deleted before, by another run or another deletion event. Not a failure.
+    AlreadyGone,
+    /// The registry does not allow deleting manifests.
+    Refused,
+}
+
+/// What a tag points at now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TagTarget {
+    /// The tag.
+    pub tag: String,
+    /// The digest of the manifest or index it points at.
+    pub digest: String,
+    /// Its media type, when the registry says (an image index may be SOCI output; a manifest is not).
+    pub media_type: Option<String>,
+}
+
+/// Tags looked up at once by the default [`Registry::tag_targets`].
+const TAG_LOOKUPS_IN_FLIGHT: usize = 8;
+
 /// Where a registry handle points.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Location {
@@ -155,6 +180,36 @@ pub trait Registry: Send + Sync + 'static {
         artifact_type: &str,
     ) -> impl Future<Output = Result<Option<Vec<Descriptor>>, SourceError>> + Send;
 
-    /// Deletes a manifest by digest (best effort; `Ok(false)` if the registry does not allow it).
-    fn delete_manifest(&self, digest: &str) -> impl Future<Output = Result<bool, SourceError>> + Send;
+    /// Deletes a manifest by digest. This removes every tag that points at it (distribution and ECR
+    /// alike): the caller must know those tags first ([`Registry::tag_targets`]).
+    fn delete_manifest(&self, digest: &str) -> impl Future<Output = Result<Deletion, SourceError>> + Send;
+
+    /// What `tag` points at now (a `HEAD`), or `None` if there is no such tag.
+    fn resolve_tag(&self, tag: &str) -> impl Future<Output = Result<Option<TagTarget>, SourceError>> + Send;
+
+    /// Whether [`Registry::untag`] can remove one tag and leave its manifest and other tags (ECR's
+    /// `BatchDeleteImage` by tag can; the registry API cannot: its only DELETE is by digest).
+    fn can_untag(&self) -> bool {
+        false
+    }
+
+    /// Removes the tag only; `Ok(false)` when this registry cannot (see [`Registry::can_untag`]).
+    fn untag(&self, tag: &str) -> impl Future<Output = Result<bool, SourceError>> + Send {
+        let _ = tag;
+        async { Ok(false) }
+    }
+
+    /// Every tag and what it points at now. By default the tag list, then a `HEAD` of each (a few at
+    /// once); a registry with a listing that tells both at once (ECR's `DescribeImages`) overrides it.
+    fn tag_targets(&self) -> impl Future<Output = Result<Vec<TagTarget>, SourceError>> + Send {
+        async move {
+            use futures_util::StreamExt;
+            let tags = self.list_tags().await?;
+            let lookups = tags.into_iter().map(|tag| async move { self.resolve_tag(&tag).await });
+            let found: Vec<Result<Option<TagTarget>, SourceError>> =
+                futures_util::stream::iter(lookups).buffered(TAG_LOOKUPS_IN_FLIGHT).collect().await;
+            // A tag deleted between the listing and its HEAD is simply not there any more.
+            found.into_iter().filter_map(Result::transpose).collect()
+        }
+    }
 }

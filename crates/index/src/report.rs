@@ -32,6 +32,9 @@ pub enum Outcome {
     AlreadyIndexed,
     /// No layer is eligible; nothing was pushed.
     NothingToIndex,
+    /// The image's tag moved to another image (or was deleted) while this one was indexed: its SOCI
+    /// tag was left to the run for the newer image, not overwritten.
+    Superseded,
 }
 
 /// What happened to one layer.
@@ -170,6 +173,12 @@ pub struct CreateReport {
     /// v2: manifests of the index this run replaced (a re-pointed tag), removed after the new tag.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub removed: Vec<String>,
+    /// v2: why the replaced index stayed (another tag still points at it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<String>,
+    /// Outcome `superseded`: what the image's tag points at now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
     /// Total milliseconds.
     pub duration_ms: u64,
 }

@@ -28,6 +28,9 @@ pub enum State {
     Stale,
     /// Some platforms with eligible layers have no SOCI index.
     Partial,
+    /// A SOCI index is there but cannot work: it, or a zTOC it names, is gone, or it covers none of
+    /// its platform's eligible layers. `create` and `sync` rebuild it.
+    Broken,
 }
 
 impl std::fmt::Display for State {
@@ -37,6 +40,7 @@ impl std::fmt::Display for State {
             State::NotIndexed => "not-indexed",
             State::Stale => "stale",
             State::Partial => "partial",
+            State::Broken => "broken",
         })
     }
 }
@@ -56,6 +60,9 @@ pub struct PlatformStatus {
     pub layers_eligible: usize,
     /// Layers of this platform that have a zTOC in its SOCI index.
     pub layers_indexed: usize,
+    /// Why its SOCI index cannot work, if it cannot (what is missing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broken: Option<String>,
 }
 
 /// The readiness of an image, for `status --json` and for `create`'s already-indexed check.
@@ -111,7 +118,7 @@ pub async fn image_status<R: Registry>(
         platforms: Vec::new(),
     };
     let found = match binding {
-        Binding::V2 { soci_tag } => {
+        Binding::V2 { soci_tag, .. } => {
             report.soci_tag = Some(soci_tag.clone());
             let found = v2_indexes(registry, image, soci_tag).await?;
             report.image_index_digest = found.as_ref().map(|(digest, _)| digest.clone());
@@ -132,7 +139,8 @@ pub async fn image_status<R: Registry>(
     Ok(report)
 }
 
-/// What a platform's SOCI index holds, checked in the registry: a deleted index counts as none.
+/// What a platform's SOCI index holds, checked in the registry: the index and each zTOC it names must
+/// be there (a `HEAD` each), and it must cover at least one of the platform's eligible layers.
 async fn platform_status<R: Registry>(
     registry: &R,
     platform: &PlatformImage,
@@ -140,32 +148,58 @@ async fn platform_status<R: Registry>(
     min_layer_size: u64,
 ) -> Result<PlatformStatus, Error> {
     let layers = platform.manifest.layers();
+    let eligible: Vec<&str> =
+        layers.iter().filter(|l| eligibility(l, min_layer_size).is_ok()).map(|l| l.digest.as_str()).collect();
     let mut status = PlatformStatus {
         platform: platform.platform(),
         manifest_digest: platform.descriptor.digest.clone(),
         soci_index_digest: None,
         ztocs: 0,
-        layers_eligible: layers.iter().filter(|l| eligibility(l, min_layer_size).is_ok()).count(),
+        layers_eligible: eligible.len(),
         layers_indexed: 0,
+        broken: None,
     };
     let Some(digest) = soci_index else { return Ok(status) };
     let fetched = registry
         .get_manifest(&digest)
         .await
         .map_err(registry_error(format!("fetching SOCI index {digest}")))?;
+    // A SOCI index manifest that is gone counts as none (the platform is not indexed).
     let Some(Ok(manifest)) = fetched.map(|m| serde_json::from_slice::<Manifest>(&m.bytes)) else {
         return Ok(status);
     };
+    let mut missing = Vec::new();
+    for ztoc in manifest.layers() {
+        let there = registry
+            .blob_exists(&ztoc.digest)
+            .await
+            .map_err(registry_error(format!("checking zTOC {}", ztoc.digest)))?;
+        if !there {
+            missing.push(ztoc.digest.as_str());
+        }
+    }
     let indexed_layers: Vec<&str> =
         manifest.layers().iter().filter_map(|z| z.annotation(media::ANNOTATION_LAYER_DIGEST)).collect();
     status.ztocs = manifest.layers().len();
     status.layers_indexed = layers.iter().filter(|l| indexed_layers.contains(&l.digest.as_str())).count();
+    let covered = eligible.iter().filter(|l| indexed_layers.contains(l)).count();
+    status.broken = if !missing.is_empty() {
+        Some(format!("zTOC(s) of its SOCI index {digest} are gone: {}", missing.join(", ")))
+    } else if covered == 0 && !eligible.is_empty() {
+        Some(format!("its SOCI index {digest} covers none of its {} eligible layer(s)", eligible.len()))
+    } else {
+        None
+    };
     status.soci_index_digest = Some(digest);
     Ok(status)
 }
 
-/// Indexed when every platform with eligible layers has an index; partial when only some do.
+/// Broken when any platform's index cannot work; else indexed when every platform with eligible layers
+/// has an index, partial when only some do.
 fn overall_state(platforms: &[PlatformStatus]) -> State {
+    if platforms.iter().any(|p| p.broken.is_some()) {
+        return State::Broken;
+    }
     let needing: Vec<&PlatformStatus> = platforms.iter().filter(|p| p.layers_eligible > 0).collect();
     let having = needing.iter().filter(|p| p.soci_index_digest.is_some()).count();
     match (having, needing.len()) {

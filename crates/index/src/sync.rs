@@ -158,6 +158,12 @@ async fn sync_tag<R: Registry>(
             Outcome::NothingToIndex => {
                 SyncAction::Skipped { reason: "nothing to index: no layer is eligible".into() }
             }
+            Outcome::Superseded => SyncAction::Skipped {
+                reason: format!(
+                    "superseded: the tag moved to {} while it was indexed (that image's run binds it)",
+                    report.superseded_by.as_deref().unwrap_or("another image")
+                ),
+            },
         },
         Err(e) => failure(e),
     }

@@ -11,7 +11,8 @@ use bytes::Bytes;
 use crate::media;
 use crate::oci::{Descriptor, Manifest};
 use crate::registry::{
-    BlobStream, FetchedManifest, Location, PushedManifest, Registry, SourceError, SourceErrorKind,
+    BlobStream, Deletion, FetchedManifest, Location, PushedManifest, Registry, SourceError, SourceErrorKind,
+    TagTarget,
 };
 
 /// The registry host every [`MemoryRegistry`] reports.
@@ -50,6 +51,7 @@ pub struct MemoryRegistry {
 struct World {
     repositories: Mutex<HashMap<String, Arc<State>>>,
     no_mounts: AtomicBool,
+    false_mounts: AtomicBool,
 }
 
 impl std::ops::Deref for MemoryRegistry {
@@ -73,6 +75,10 @@ pub struct State {
     mode: Mutex<Mode>,
     referrers_api: bool,
     deletes: bool,
+    /// Removes one tag on `untag`, as ECR's `BatchDeleteImage` by tag does.
+    untags: bool,
+    /// Tags the listing leaves out (a registry whose tag list lags, or a tag pushed after the listing).
+    unlisted: Mutex<Vec<String>>,
     /// Reads of one reference held until this many have arrived (to force a race).
     gate: Mutex<Option<(String, Arc<tokio::sync::Barrier>, usize)>>,
 }
@@ -103,6 +109,12 @@ impl MemoryRegistry {
         MemoryRegistry::with_state(State { deletes: true, ..State::default() })
     }
 
+    /// An empty repository that deletes as ECR does: a manifest DELETE by digest removes it and every
+    /// tag pointing at it, and `untag` removes one tag only (`BatchDeleteImage` by `imageTag`).
+    pub fn like_ecr() -> MemoryRegistry {
+        MemoryRegistry::with_state(State { deletes: true, untags: true, ..State::default() })
+    }
+
     fn with_state(state: State) -> MemoryRegistry {
         let state = Arc::new(state);
         let world = World::default();
@@ -119,6 +131,7 @@ impl MemoryRegistry {
                 Arc::new(State {
                     referrers_api: self.referrers_api,
                     deletes: self.deletes,
+                    untags: self.untags,
                     ..State::default()
                 })
             })
@@ -129,6 +142,12 @@ impl MemoryRegistry {
     /// Makes the registry answer mount requests with an upload session, as one without mounts does.
     pub fn refuse_mounts(&self) {
         self.world.no_mounts.store(true, Ordering::SeqCst);
+    }
+
+    /// Makes the registry answer mount requests with 201 without mounting anything (a registry bug the
+    /// cache must survive).
+    pub fn claim_mounts_without_doing_them(&self) {
+        self.world.false_mounts.store(true, Ordering::SeqCst);
     }
 
     fn sibling(&self, name: &str) -> Option<Arc<State>> {
@@ -209,6 +228,17 @@ impl State {
         self.tags.lock().unwrap().remove(tag);
     }
 
+    /// Leaves `tag` out of every later tag listing, though it stays (a lagging listing, or a tag
+    /// re-pushed just after the listing was read).
+    pub fn leave_out_of_listing(&self, tag: &str) {
+        self.unlisted.lock().unwrap().push(tag.into());
+    }
+
+    /// The digest `tag` points at, if it exists.
+    pub fn tag(&self, tag: &str) -> Option<String> {
+        self.tags.lock().unwrap().get(tag).cloned()
+    }
+
     /// Makes the stream of this blob fail halfway, as a digest mismatch.
     pub fn break_blob(&self, digest: &str) {
         self.broken_blobs.lock().unwrap().push(digest.into());
@@ -277,7 +307,9 @@ impl Registry for MemoryRegistry {
 
     async fn list_tags(&self) -> Result<Vec<String>, SourceError> {
         self.enter().await?;
-        let mut tags: Vec<String> = self.tags.lock().unwrap().keys().cloned().collect();
+        let unlisted = self.unlisted.lock().unwrap().clone();
+        let mut tags: Vec<String> =
+            self.tags.lock().unwrap().keys().filter(|t| !unlisted.contains(t)).cloned().collect();
         tags.sort();
         Ok(tags)
     }
@@ -291,6 +323,9 @@ impl Registry for MemoryRegistry {
         self.enter().await?;
         if self.world.no_mounts.load(Ordering::SeqCst) {
             return Ok(false);
+        }
+        if self.world.false_mounts.load(Ordering::SeqCst) {
+            return Ok(true);
         }
         let Some(bytes) = self.sibling(from_repository).and_then(|source| source.blob(digest)) else {
             return Ok(false);
@@ -393,14 +428,39 @@ impl Registry for MemoryRegistry {
         Ok(Some(referrers.collect()))
     }
 
-    async fn delete_manifest(&self, digest: &str) -> Result<bool, SourceError> {
+    async fn delete_manifest(&self, digest: &str) -> Result<Deletion, SourceError> {
         self.enter().await?;
         if !self.deletes {
-            return Ok(false);
+            return Ok(Deletion::Refused);
         }
-        self.manifests.lock().unwrap().remove(digest);
+        if self.manifests.lock().unwrap().remove(digest).is_none() {
+            return Ok(Deletion::AlreadyGone);
+        }
+        // As in distribution and ECR: every tag of the digest goes with it.
         self.tags.lock().unwrap().retain(|_, d| d != digest);
         self.log(format!("delete {digest}"));
+        Ok(Deletion::Deleted)
+    }
+
+    async fn resolve_tag(&self, tag: &str) -> Result<Option<TagTarget>, SourceError> {
+        self.enter().await?;
+        let Some(digest) = self.tag(tag) else { return Ok(None) };
+        let media_type =
+            self.manifests.lock().unwrap().get(&digest).map(|(media_type, _)| media_type.clone());
+        Ok(Some(TagTarget { tag: tag.into(), digest, media_type }))
+    }
+
+    fn can_untag(&self) -> bool {
+        self.untags
+    }
+
+    async fn untag(&self, tag: &str) -> Result<bool, SourceError> {
+        self.enter().await?;
+        if !self.untags {
+            return Ok(false);
+        }
+        self.tags.lock().unwrap().remove(tag);
+        self.log(format!("untag {tag}"));
         Ok(true)
     }
 }

@@ -43,7 +43,7 @@ pub use client::{Client, ClientConfig, RangedReads, DEFAULT_MAX_CONNECTIONS};
 pub use digest::{sha256_digest, validate_digest};
 pub use download::BlobStream;
 pub use error::{Error, Resource};
-pub use manifests::{Manifest, ManifestInfo, PutManifest};
+pub use manifests::{Deletion, Manifest, ManifestInfo, PutManifest};
 pub use reference::{Reference, Repository};
 pub use referrers::Referrer;
 pub use retry::RetryPolicy;

@@ -51,6 +51,25 @@ pub struct PutManifest {
     pub oci_subject: Option<String>,
 }
 
+/// What a manifest DELETE did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deletion {
+    /// The registry deleted it.
+    Deleted,
+    /// The registry does not have it (404): deleted already, by someone else or an earlier run.
+    AlreadyGone,
+    /// The registry does not allow deleting manifests (405, e.g. distribution without
+    /// `storage.delete`).
+    Refused,
+}
+
+impl Deletion {
+    /// Whether the manifest is gone now (deleted, or gone before).
+    pub fn is_gone(self) -> bool {
+        self != Deletion::Refused
+    }
+}
+
 enum HeadManifest {
     Found(ManifestInfo),
     Missing,
@@ -183,18 +202,20 @@ impl Client {
         Ok(PutManifest { digest: digest.to_owned(), oci_subject })
     }
 
-    /// Deletes a manifest by digest. `Ok(false)` when the registry does not have it (404) or does not
-    /// allow deletion (405): callers use this for best-effort clean-up.
-    pub async fn delete_manifest(&self, repo: &Repository, digest: &str) -> Result<bool, Error> {
+    /// Deletes a manifest by digest. A manifest DELETE by digest removes every tag that points at it
+    /// (in distribution and in ECR): callers check the tags first. A 404 means someone else deleted it
+    /// already ([`Deletion::AlreadyGone`]); a 405 that the registry does not allow deletion.
+    pub async fn delete_manifest(&self, repo: &Repository, digest: &str) -> Result<Deletion, Error> {
         validate_digest(digest)?;
         self.with_retries(Error::is_retryable, |_| async move {
             let url = self.manifest_url(repo, digest)?;
             let sent = self.send(&self.request(repo, Access::Push, Method::DELETE, url)).await?;
             match sent.status() {
-                s if s.is_success() => Ok(true),
+                s if s.is_success() => Ok(Deletion::Deleted),
+                StatusCode::NOT_FOUND if sent.from_registry => Ok(Deletion::AlreadyGone),
                 _ if sent.is_missing_or_not_allowed() => {
                     debug!(repository = %repo, digest, status = sent.status().as_u16(), "manifest not deleted");
-                    Ok(false)
+                    Ok(Deletion::Refused)
                 }
                 _ => Err(sent.into_error(repo, Resource::Manifest, digest).await),
             }

@@ -290,6 +290,10 @@ fn created_report(mut report: Report, created: CreateReport) -> Report {
             report
         }
         CreateOutcome::AlreadyIndexed => report.skipped("already indexed"),
+        CreateOutcome::Superseded => report.skipped(format!(
+            "superseded: the tag moved to {} while this image was indexed (that push's event indexes it)",
+            created.superseded_by.as_deref().unwrap_or("another image")
+        )),
         CreateOutcome::NothingToIndex => {
             let reasons = if left_out.is_empty() { "no layers".to_owned() } else { left_out.join("; ") };
             let count = report.layers_skipped;

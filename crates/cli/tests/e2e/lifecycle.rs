@@ -107,7 +107,7 @@ async fn sync_indexes_only_what_needs_it_and_prune_removes_only_orphans() {
     let never = client.get_manifest(&repo, "never").await.unwrap();
     let never_soci = client.get_manifest(&repo, "never-soci").await.unwrap();
     let never_index: Value = serde_json::from_slice(&never_soci.bytes).unwrap();
-    assert!(client.delete_manifest(&repo, &never.digest).await.unwrap());
+    assert_eq!(client.delete_manifest(&repo, &never.digest).await.unwrap(), registry::Deletion::Deleted);
     let (code, pruned, stderr) = run("prune", &target, &[]);
     assert_eq!(code, Some(0), "{stderr}");
     let orphans = pruned["orphans"].as_array().unwrap();
@@ -145,7 +145,7 @@ async fn a_shared_soci_index_survives_and_a_replaced_index_is_removed() {
     assert!(both["platforms"].as_array().unwrap().iter().any(|p| p["soci_index_digest"] == shared.as_str()));
 
     let amd_image = client.get_manifest(&repo, "amd").await.unwrap();
-    assert!(client.delete_manifest(&repo, &amd_image.digest).await.unwrap());
+    assert_eq!(client.delete_manifest(&repo, &amd_image.digest).await.unwrap(), registry::Deletion::Deleted);
     let (code, pruned, stderr) = run("prune", &target, &[]);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(pruned["orphans"][0]["tag"], "amd-soci", "{pruned}");
@@ -184,7 +184,7 @@ async fn a_registry_refusing_deletion_is_named_and_nothing_is_removed() {
     // The image goes away through the registry itself, not the proxy.
     let direct = Repository::new(registry.host(), "team/app").unwrap();
     let gone = client.get_manifest(&direct, "gone").await.unwrap();
-    assert!(client.delete_manifest(&direct, &gone.digest).await.unwrap());
+    assert_eq!(client.delete_manifest(&direct, &gone.digest).await.unwrap(), registry::Deletion::Deleted);
 
     let output = cli().args(["prune", &format!("{host}/team/app"), "--plain-http"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

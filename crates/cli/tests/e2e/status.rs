@@ -130,7 +130,7 @@ async fn v2_status_in_every_state_with_credentials() {
 
     // One platform's SOCI index deleted: partial.
     let arm_index = platforms[1]["soci_index_digest"].as_str().unwrap();
-    assert!(client.delete_manifest(&repo, arm_index).await.unwrap());
+    assert_eq!(client.delete_manifest(&repo, arm_index).await.unwrap(), registry::Deletion::Deleted);
     let (code, partial) = status(&reference, true, &[]);
     assert_eq!((code, partial["state"].as_str()), (Some(3), Some("partial")), "{partial}");
     assert!(partial["platforms"][1]["soci_index_digest"].is_null());
@@ -165,7 +165,7 @@ async fn v1_status_without_credentials_and_a_missing_image() {
     assert_eq!((code, after["state"].as_str()), (Some(0), Some("indexed")), "{after}");
     assert!(after["soci_tag"].is_null() && after["index_version"] == "v1", "{after}");
     let amd_index = after["platforms"][0]["soci_index_digest"].as_str().unwrap();
-    assert!(client.delete_manifest(&repo, amd_index).await.unwrap());
+    assert_eq!(client.delete_manifest(&repo, amd_index).await.unwrap(), registry::Deletion::Deleted);
     let (code, partial) = status(&reference, false, &v1);
     assert_eq!((code, partial["state"].as_str()), (Some(3), Some("partial")), "{partial}");
 

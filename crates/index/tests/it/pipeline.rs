@@ -442,7 +442,7 @@ async fn status_tells_not_indexed_indexed_stale_and_partial_in_v2() {
 
     // One platform's SOCI index removed: partial, and create rebuilds.
     let arm_index = after.platforms[1].soci_index_digest.clone().unwrap();
-    assert!(registry.delete_manifest(&arm_index).await.unwrap());
+    assert_eq!(registry.delete_manifest(&arm_index).await.unwrap(), index::Deletion::Deleted);
     let partial = state(&registry, IndexVersion::V2).await;
     assert_eq!(partial.state, index::State::Partial);
     assert_eq!(partial.platforms[1].soci_index_digest, None);
@@ -469,7 +469,7 @@ async fn status_tells_not_indexed_indexed_and_partial_in_v1() {
     assert_eq!((after.state, after.soci_tag.clone()), (index::State::Indexed, None));
     assert_eq!(after.platforms[0].soci_index_digest, created.platforms[0].soci_index_digest);
     let amd_index = after.platforms[0].soci_index_digest.clone().unwrap();
-    assert!(registry.delete_manifest(&amd_index).await.unwrap());
+    assert_eq!(registry.delete_manifest(&amd_index).await.unwrap(), index::Deletion::Deleted);
     assert_eq!(state(&registry, IndexVersion::V1).await.state, index::State::Partial);
 }
 

@@ -105,7 +105,7 @@ async fn a_deleted_tag_loses_its_soci_index_and_a_deleted_soci_tag_is_skipped() 
     assert!(world.exists("team/app", "1.0-soci").await);
 
     let deleted = world.client.delete_manifest(&world.repository("team/app"), &digest).await.unwrap();
-    assert!(deleted);
+    assert_eq!(deleted, registry::Deletion::Deleted);
     let pruned = wired.dispatch(&event("DELETE", "team/app", "1.0", &digest), &config, None).await;
     assert_eq!(
         (pruned["outcome"].as_str(), pruned["pruned"].as_u64()),

@@ -201,12 +201,12 @@ async fn prune_tag<G: index::Registry>(report: Report, registry: G, tag: &str, s
             "nothing to prune: {tag} exists again, or there is no {tag}{suffix} (never indexed, or removed already)"
         )),
         Ok(Some(Ok(orphan))) => {
-            let reason = format!(
-                "{} removed ({} manifest(s)): its image {tag} was deleted",
-                orphan.tag,
-                orphan.remove.len()
-            );
-            report.pruned(1, reason)
+            let what = if orphan.untag {
+                "the tag only: its image index is also tagged elsewhere".to_owned()
+            } else {
+                format!("{} manifest(s)", orphan.remove.len())
+            };
+            report.pruned(1, format!("{} removed ({what}): its image {tag} was deleted", orphan.tag))
         }
         Ok(Some(Err(why))) => report.skipped(format!("{tag}{suffix} kept: {why}")),
         Err(e) => {

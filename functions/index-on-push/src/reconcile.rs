@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use app::Registries;
 use aws_sdk_ecr::error::DisplayErrorContext;
 use index::sync::{SyncAction, SyncOptions};
+use index::Registry as _;
 use registry::Repository;
 use serde::{Deserialize, Serialize};
 
@@ -372,6 +373,14 @@ async fn reconcile_repository<R: Registries, E>(
     progress: Arc<Progress>,
 ) -> Report {
     let registry = Arc::new(services.registries.open(&repository));
+    // Deleted since it was listed: an ordinary race, not a failure.
+    if let Err(e) = registry.list_tags().await {
+        if e.kind == index::SourceErrorKind::NotFound {
+            return report.skipped(format!(
+                "repository {repository} no longer exists (deleted since it was listed): nothing to reconcile"
+            ));
+        }
+    }
     match index::prune::prune(registry.as_ref(), &config.tag_suffix, false).await {
         Ok(pruned) => progress.update(|counts| counts.pruned = pruned.orphans.len() as u64),
         Err(e) => {

@@ -7,6 +7,7 @@ mod corpus;
 mod create;
 mod extract;
 mod lifecycle;
+mod safety;
 mod status;
 
 use std::path::{Path, PathBuf};

@@ -209,3 +209,85 @@ async fn a_repository_that_does_not_finish_before_the_deadline_is_queued_again()
         + count(QueueAttributeName::ApproximateNumberOfMessagesDelayed);
     assert_eq!(waiting, 1, "the repository is queued again, not lost: {attributes:?}");
 }
+
+/// Two platforms, one layer each; `shared_with` puts the same platform manifests in another order (one
+/// SOCI index manifest per platform, shared by both images).
+fn two_platform_image(seed: u64, reversed: bool) -> TestImage {
+    let config = LayerConfig { entries: 60, max_file_size: 256 * 1024, pax_percent: 10 };
+    let mut platforms = vec![
+        ("linux/amd64".to_string(), vec![TestLayer::gzip(seed, &config, 6, false)]),
+        ("linux/arm64".to_string(), vec![TestLayer::gzip(seed + 1, &config, 6, false)]),
+    ];
+    if reversed {
+        platforms.reverse();
+    }
+    image(Style::Oci, platforms, true, false)
+}
+
+#[tokio::test]
+async fn deleting_two_images_that_share_soci_indexes_prunes_both_and_fails_neither() {
+    let world = world().await;
+    let config = world.config(&[]);
+    let wired = Wired::new(&world, &config).await;
+    let mut digests = Vec::new();
+    for (tag, reversed) in [("a", false), ("b", true)] {
+        let digest = world.push("team/app", &two_platform_image(10, reversed), tag).await;
+        let indexed = wired.dispatch(&event("PUSH", "team/app", tag, &digest), &config, None).await;
+        assert_eq!(indexed["outcome"], "indexed", "{indexed}");
+        digests.push((tag, digest));
+    }
+    for (_, digest) in &digests {
+        world.client.delete_manifest(&world.repository("team/app"), digest).await.unwrap();
+    }
+    for (tag, digest) in &digests {
+        let pruned = wired.dispatch(&event("DELETE", "team/app", tag, digest), &config, None).await;
+        assert_eq!(pruned["outcome"], "pruned", "{pruned}");
+        assert!(!world.exists("team/app", &format!("{tag}-soci")).await);
+    }
+    // The same deletion delivered again finds nothing to do: skipped, not failed.
+    let (tag, digest) = &digests[1];
+    let again = wired.dispatch(&event("DELETE", "team/app", tag, digest), &config, None).await;
+    assert_eq!(again["outcome"], "skipped", "{again}");
+}
+
+#[tokio::test]
+async fn a_deletion_event_never_deletes_a_tag_promoted_from_a_soci_tag() {
+    let world = world().await;
+    let config = world.config(&[]);
+    let wired = Wired::new(&world, &config).await;
+    let digest = world.push("team/app", &two_platform_image(20, false), "v1").await;
+    let indexed = wired.dispatch(&event("PUSH", "team/app", "v1", &digest), &config, None).await;
+    assert_eq!(indexed["outcome"], "indexed", "{indexed}");
+    // `crane tag app:v1-soci prod`: the same image index under a tag of the team's own.
+    let repository = world.repository("team/app");
+    let soci = world.client.get_manifest(&repository, "v1-soci").await.unwrap();
+    world.client.put_manifest(&repository, "prod", &soci.media_type, soci.bytes.clone()).await.unwrap();
+
+    world.client.delete_manifest(&repository, &digest).await.unwrap();
+    let kept = wired.dispatch(&event("DELETE", "team/app", "v1", &digest), &config, None).await;
+    assert_eq!(kept["outcome"], "skipped", "{kept}");
+    assert!(kept["reason"].as_str().unwrap().contains("also tagged prod"), "{kept}");
+    let prod = world.client.get_manifest(&repository, "prod").await.unwrap();
+    assert_eq!(prod.digest, soci.digest, "prod still points at what the team deploys");
+    let index: index::oci::Index = serde_json::from_slice(&prod.bytes).unwrap();
+    for entry in index.manifests() {
+        assert!(world.exists("team/app", &entry.digest).await, "{} is still there", entry.digest);
+    }
+}
+
+#[tokio::test]
+async fn a_work_item_for_a_repository_deleted_since_it_was_listed_is_skipped() {
+    let world = world().await;
+    let config = world.config(&[]);
+    let wired = Wired::new(&world, &config).await;
+    let body =
+        json!({"registry": world.registry.host(), "repository": "team/deleted", "attempt": 0}).to_string();
+    let services = Services { registries: &wired.registries, completion: &wired.events, ztoc_cache: None };
+    let lifecycle = Lifecycle { repositories: &wired.repositories, queue: None };
+    let consumed =
+        index_on_push::reconcile::consume(&body, &invocation(None), &config, &services, &lifecycle).await;
+    assert!(!consumed.failed, "{:?}", consumed.report);
+    assert_eq!(consumed.report.outcome, index_on_push::Outcome::Skipped, "{:?}", consumed.report);
+    let reason = consumed.report.reason.as_deref().unwrap();
+    assert!(reason.contains("team/deleted") && reason.contains("no longer exists"), "{reason}");
+}

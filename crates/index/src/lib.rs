@@ -47,8 +47,8 @@ pub use options::{
     DEFAULT_TAG_SUFFIX, MAX_CONCURRENCY,
 };
 pub use registry::{
-    BlobStream, Deletion, FetchedManifest, Location, PushedManifest, Registry, SourceError, SourceErrorKind,
-    TagTarget,
+    tag_targets_by_head, BlobStream, Deletion, FetchedManifest, Location, PushedManifest, Registry,
+    SourceError, SourceErrorKind, TagTarget,
 };
 pub use report::{
     CreateReport, LayerReport, LayerResult, Observer, Outcome, PlatformReport, Silent, SkipReason,

@@ -199,17 +199,20 @@ pub trait Registry: Send + Sync + 'static {
         async { Ok(false) }
     }
 
-    /// Every tag and what it points at now. By default the tag list, then a `HEAD` of each (a few at
-    /// once); a registry with a listing that tells both at once (ECR's `DescribeImages`) overrides it.
+    /// Every tag and what it points at now. By default [`tag_targets_by_head`]; a registry with a
+    /// listing that tells both at once (ECR's `DescribeImages`) overrides it.
     fn tag_targets(&self) -> impl Future<Output = Result<Vec<TagTarget>, SourceError>> + Send {
-        async move {
-            use futures_util::StreamExt;
-            let tags = self.list_tags().await?;
-            let lookups = tags.into_iter().map(|tag| async move { self.resolve_tag(&tag).await });
-            let found: Vec<Result<Option<TagTarget>, SourceError>> =
-                futures_util::stream::iter(lookups).buffered(TAG_LOOKUPS_IN_FLIGHT).collect().await;
-            // A tag deleted between the listing and its HEAD is simply not there any more.
-            found.into_iter().filter_map(Result::transpose).collect()
-        }
+        tag_targets_by_head(self)
     }
+}
+
+/// Every tag and what it points at now, through the registry API: the tag list, then a `HEAD` of each
+/// (a few at once). A tag deleted between the two is left out.
+pub async fn tag_targets_by_head<R: Registry + ?Sized>(registry: &R) -> Result<Vec<TagTarget>, SourceError> {
+    use futures_util::StreamExt;
+    let tags = registry.list_tags().await?;
+    let lookups = tags.into_iter().map(|tag| async move { registry.resolve_tag(&tag).await });
+    let found: Vec<Result<Option<TagTarget>, SourceError>> =
+        futures_util::stream::iter(lookups).buffered(TAG_LOOKUPS_IN_FLIGHT).collect().await;
+    found.into_iter().filter_map(Result::transpose).collect()
 }

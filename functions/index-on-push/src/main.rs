@@ -53,7 +53,8 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> Result<(), lambda_runtime::Error> {
     let sdk = wiring::aws_config_from_env().await;
-    let (registries, _credentials) = wiring::registries(&config, &sdk)?;
+    let (http, _credentials) = wiring::registries(&config, &sdk)?;
+    let registries = wiring::ecr_registries(&config, &sdk, http);
     let completion = wiring::completion_events(&sdk);
     let services = Services {
         registries: &registries,

@@ -11,6 +11,7 @@ use crate::cache::DynamoCache;
 use crate::completion::EventBridge;
 use crate::config::Config;
 use crate::ecr::{EcrCredentials, EcrTokenSource};
+use crate::ecr_registry::EcrRegistries;
 use app::HttpRegistries;
 
 /// The User-Agent of registry requests.
@@ -44,6 +45,13 @@ pub fn registries(
     let downloads = app::Downloads { max_connections: config.max_connections, ..app::Downloads::default() };
     let client = app::client_with(plain_http, USER_AGENT, credentials.clone(), downloads)?;
     Ok((HttpRegistries::new(client), credentials))
+}
+
+/// The registries with ECR's own API beside the registry client (one listing of every tag and digest,
+/// removing one tag), unless `SOCI_REGISTRY_URL` moves the registry off ECR.
+pub fn ecr_registries(config: &Config, sdk: &aws_config::SdkConfig, http: HttpRegistries) -> EcrRegistries {
+    let ecr = config.registry_override.is_none().then(|| aws_sdk_ecr::Client::new(sdk));
+    EcrRegistries::new(http, ecr)
 }
 
 /// Where completion events go: EventBridge's `PutEvents` (used only when `SOCI_COMPLETION_EVENT_BUS`

@@ -1,0 +1,216 @@
+//! The registry of one ECR repository: the registry API client for everything, plus ECR's own API for
+//! the two things the registry API cannot do well. `DescribeImages` tells every tag, its digest and
+//! media type in a page of up to 1,000 images (instead of a `HEAD` per tag), and `BatchDeleteImage` by
+//! `imageTag` removes one tag and leaves its manifest and other tags (the registry API's only `DELETE`
+//! is by digest, which removes every tag). Deletions use them to remove soci-indexer's own tag when a
+//! user's tag shares the index (see `index`'s ownership rules).
+//!
+//! With `SOCI_REGISTRY_URL` (a local stand-in), the registry is not ECR: the registry API alone is used.
+
+use aws_sdk_ecr::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_ecr::types::{DescribeImagesFilter, ImageIdentifier, TagStatus};
+use bytes::Bytes;
+use index::oci::Descriptor;
+use index::{BlobStream, Deletion, FetchedManifest, Location, PushedManifest, SourceError, SourceErrorKind};
+use index::{Registry, TagTarget};
+
+use app::{HttpRegistries, Registries, RepositoryClient};
+use registry::Repository;
+
+/// Images per `DescribeImages` page (ECR's maximum).
+const PAGE_SIZE: i32 = 1000;
+
+/// The registries of the function: ECR's API beside the registry client when `ecr` is set.
+#[derive(Clone, Debug)]
+pub struct EcrRegistries {
+    http: HttpRegistries,
+    ecr: Option<aws_sdk_ecr::Client>,
+}
+
+impl EcrRegistries {
+    /// `ecr`: `None` when the registry is not ECR (a local stand-in).
+    pub fn new(http: HttpRegistries, ecr: Option<aws_sdk_ecr::Client>) -> EcrRegistries {
+        EcrRegistries { http, ecr }
+    }
+}
+
+impl Registries for EcrRegistries {
+    type Registry = EcrRepository;
+
+    fn open(&self, repository: &Repository) -> EcrRepository {
+        EcrRepository::new(self.http.open(repository), self.ecr.clone())
+    }
+}
+
+/// One repository: the registry client, and ECR's API when it is ECR.
+#[derive(Clone, Debug)]
+pub struct EcrRepository {
+    http: RepositoryClient,
+    ecr: Option<aws_sdk_ecr::Client>,
+}
+
+impl EcrRepository {
+    /// Wraps the registry client of one repository.
+    pub fn new(http: RepositoryClient, ecr: Option<aws_sdk_ecr::Client>) -> EcrRepository {
+        EcrRepository { http, ecr }
+    }
+
+    /// The account that owns the repository: the first label of `<account>.dkr.ecr.<region>.amazonaws.com`.
+    fn registry_id(&self) -> Option<String> {
+        let host = self.http.repository().registry();
+        let account = host.split('.').next()?;
+        (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())).then(|| account.to_owned())
+    }
+
+    fn name(&self) -> &str {
+        self.http.repository().name()
+    }
+
+    async fn describe_tagged(&self, ecr: &aws_sdk_ecr::Client) -> Result<Vec<TagTarget>, SourceError> {
+        let filter = DescribeImagesFilter::builder().tag_status(TagStatus::Tagged).build();
+        let mut pages = ecr
+            .describe_images()
+            .set_registry_id(self.registry_id())
+            .repository_name(self.name())
+            .filter(filter)
+            .max_results(PAGE_SIZE)
+            .into_paginator()
+            .send();
+        let mut targets = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(sdk_error)?;
+            for image in page.image_details() {
+                let Some(digest) = image.image_digest() else { continue };
+                for tag in image.image_tags() {
+                    targets.push(TagTarget {
+                        tag: tag.clone(),
+                        digest: digest.to_owned(),
+                        media_type: image.image_manifest_media_type().map(str::to_owned),
+                    });
+                }
+            }
+        }
+        Ok(targets)
+    }
+}
+
+/// An ECR API error as the engine's registry error.
+fn sdk_error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
+    error: aws_sdk_ecr::error::SdkError<E>,
+) -> SourceError {
+    let code = error.code().unwrap_or_default().to_owned();
+    let (kind, retryable) = match code.as_str() {
+        "RepositoryNotFoundException" | "ImageNotFoundException" => (SourceErrorKind::NotFound, false),
+        "AccessDeniedException" => (SourceErrorKind::Denied, false),
+        "ThrottlingException" | "ServerException" => (SourceErrorKind::Other, true),
+        _ => (SourceErrorKind::Other, matches!(error, aws_sdk_ecr::error::SdkError::DispatchFailure(_))),
+    };
+    SourceError::new(kind, retryable, DisplayErrorContext(error).to_string())
+}
+
+impl Registry for EcrRepository {
+    fn location(&self) -> Location {
+        self.http.location()
+    }
+
+    async fn list_tags(&self) -> Result<Vec<String>, SourceError> {
+        self.http.list_tags().await
+    }
+
+    async fn blob_exists(&self, digest: &str) -> Result<bool, SourceError> {
+        self.http.blob_exists(digest).await
+    }
+
+    async fn mount_blob(&self, digest: &str, from_repository: &str) -> Result<bool, SourceError> {
+        self.http.mount_blob(digest, from_repository).await
+    }
+
+    async fn get_blob_from(
+        &self,
+        repository: &str,
+        descriptor: &Descriptor,
+    ) -> Result<BlobStream, SourceError> {
+        self.http.get_blob_from(repository, descriptor).await
+    }
+
+    async fn get_manifest(&self, reference: &str) -> Result<Option<FetchedManifest>, SourceError> {
+        self.http.get_manifest(reference).await
+    }
+
+    async fn get_blob(&self, descriptor: &Descriptor) -> Result<BlobStream, SourceError> {
+        self.http.get_blob(descriptor).await
+    }
+
+    async fn get_blob_bytes(&self, descriptor: &Descriptor) -> Result<Bytes, SourceError> {
+        self.http.get_blob_bytes(descriptor).await
+    }
+
+    async fn push_blob(&self, digest: &str, bytes: Bytes) -> Result<(), SourceError> {
+        self.http.push_blob(digest, bytes).await
+    }
+
+    async fn push_manifest(
+        &self,
+        reference: &str,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<PushedManifest, SourceError> {
+        self.http.push_manifest(reference, media_type, bytes).await
+    }
+
+    async fn referrers(
+        &self,
+        digest: &str,
+        artifact_type: &str,
+    ) -> Result<Option<Vec<Descriptor>>, SourceError> {
+        self.http.referrers(digest, artifact_type).await
+    }
+
+    async fn delete_manifest(&self, digest: &str) -> Result<Deletion, SourceError> {
+        self.http.delete_manifest(digest).await
+    }
+
+    async fn resolve_tag(&self, tag: &str) -> Result<Option<TagTarget>, SourceError> {
+        self.http.resolve_tag(tag).await
+    }
+
+    fn can_untag(&self) -> bool {
+        self.ecr.is_some()
+    }
+
+    async fn untag(&self, tag: &str) -> Result<bool, SourceError> {
+        let Some(ecr) = &self.ecr else { return Ok(false) };
+        let id = ImageIdentifier::builder().image_tag(tag).build();
+        let answer = ecr
+            .batch_delete_image()
+            .set_registry_id(self.registry_id())
+            .repository_name(self.name())
+            .image_ids(id)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        match answer.failures().first() {
+            None => Ok(true),
+            // Gone already: what the caller wanted.
+            Some(failure) if failure.failure_code().is_some_and(|c| c.as_str() == "ImageNotFound") => {
+                Ok(true)
+            }
+            Some(failure) => Err(SourceError::new(
+                SourceErrorKind::Other,
+                false,
+                format!(
+                    "BatchDeleteImage {tag}: {} ({})",
+                    failure.failure_reason().unwrap_or("no reason given"),
+                    failure.failure_code().map(|c| c.as_str()).unwrap_or("no code")
+                ),
+            )),
+        }
+    }
+
+    async fn tag_targets(&self) -> Result<Vec<TagTarget>, SourceError> {
+        match &self.ecr {
+            Some(ecr) => self.describe_tagged(ecr).await,
+            None => index::tag_targets_by_head(self).await,
+        }
+    }
+}

@@ -189,7 +189,8 @@ with open(source, "rb") as f, zipfile.ZipFile(out, "w") as z:
 EOF
 
 # The template: the function's code is the zip next to it, no cargo-lambda build metadata (sam deploy
-# would otherwise want `sam build` first), and the SAR metadata's version is the release's. Exact edits,
+# would otherwise want `sam build` first), the SAR metadata's version is the release's, and its
+# LicenseUrl and ReadmeUrl are gone (the two files would have to sit next to the template). Exact edits,
 # each must match once: a template that changed shape fails here, not in someone's account.
 "$python" - template.yaml "$dist/template.yaml" "$zip_name" "$version" <<'EOF'
 import re, sys
@@ -202,6 +203,10 @@ edits = [
      r"      BuildMethod: rust-cargolambda\n      BuildProperties:\n        Binary: index-on-push\n", r"\1"),
     ("the function's CodeUri", r"\n      CodeUri: \.\n", f"\n      CodeUri: {zip_name}\n"),
     ("the SAR SemanticVersion", r"\n    SemanticVersion: [0-9A-Za-z.+-]+\n", f"\n    SemanticVersion: {version}\n"),
+    # `sam deploy` and `aws cloudformation package` upload these files, which are not in the release:
+    # the SAR publish (release.yml) puts them back next to LICENSE and README.md.
+    ("the SAR LicenseUrl", r"\n    LicenseUrl: LICENSE\n", "\n"),
+    ("the SAR ReadmeUrl", r"\n    ReadmeUrl: README.md\n", "\n"),
 ]
 for what, pattern, replacement in edits:
     text, count = re.subn(pattern, replacement, text)
@@ -274,6 +279,8 @@ assert template is not None, f"does not parse: {matches}"
 function = template["Resources"]["IndexOnPushFunction"]
 assert function["Properties"]["CodeUri"] == sys.argv[2], function["Properties"]["CodeUri"]
 assert "BuildMethod" not in function.get("Metadata", {}), "build metadata left"
+sar = template["Metadata"]["AWS::ServerlessRepo::Application"]
+assert "LicenseUrl" not in sar and "ReadmeUrl" not in sar, "LicenseUrl or ReadmeUrl left: sam deploy would want the files"
 print(f"    template.yaml: CodeUri {sys.argv[2]}, no build metadata")
 EOF
 if [ "$skip_checks" = 0 ]; then

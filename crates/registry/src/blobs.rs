@@ -13,7 +13,8 @@ use crate::error::Resource;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::limits::Throughput;
-use crate::transport::{redact_url, resolve_location, Access, Sent};
+use crate::pace::WriteKind;
+use crate::transport::{redact_url, resolve_location, Access, Request, Sent, ThrottleWait};
 use crate::{BlobStream, Client, Error, Repository};
 
 /// The outcome of [`Client::push_blob`].
@@ -158,7 +159,10 @@ impl Client {
 
     /// Uploads a blob unless the repository already has it. The bytes are checked against `digest`
     /// first. The upload is a `POST` then a monolithic `PUT` (distribution 2.8 silently drops
-    /// single-request `POST ?digest=` uploads); a failed upload is retried whole, from a new `POST`.
+    /// single-request `POST ?digest=` uploads). A throttled `PUT` is sent again to the same session
+    /// (no new session left open); another failed upload is retried whole, from a new `POST`. A `PUT`
+    /// refused because another client uploaded the same blob at that moment (distribution answers one
+    /// of them `400 DIGEST_INVALID`) succeeds if the blob is there now.
     pub async fn push_blob(
         &self,
         repo: &Repository,
@@ -176,8 +180,11 @@ impl Client {
         }
         // An upload session that vanished between POST and PUT (404 BLOB_UPLOAD_UNKNOWN) is worth a
         // fresh start too.
-        let restartable =
-            |e: &Error| e.is_retryable() || matches!(e, Error::NotFound { what: Resource::Upload, .. });
+        let restartable = |e: &Error| {
+            e.is_retryable()
+                || e.is_concurrent_upload_clash()
+                || matches!(e, Error::NotFound { what: Resource::Upload, .. })
+        };
         self.with_retries(restartable, |_| self.upload_once(repo, digest, bytes.clone())).await?;
         Ok(PushedBlob::Uploaded)
     }
@@ -186,10 +193,7 @@ impl Client {
         let url = self.api_url(repo, "blobs/uploads/")?;
         let mut start = self.request(repo, Access::Push, Method::POST, url);
         start.body = Some(Bytes::new());
-        let sent = self.send(&start).await?;
-        if sent.status() != StatusCode::ACCEPTED {
-            return Err(sent.into_error(repo, Resource::Repository, "").await);
-        }
+        let sent = self.paced(repo, WriteKind::UploadStart, self.started_upload(repo, &start)).await?;
         let location = sent.header(LOCATION.as_str()).ok_or_else(|| Error::InvalidResponse {
             url: redact_url(&sent.url),
             reason: "upload started (202) without a Location header".into(),
@@ -200,11 +204,34 @@ impl Client {
         let mut put = self.request(repo, Access::Push, Method::PUT, put_url);
         put.headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
         put.body = Some(bytes);
-        let sent = self.send(&put).await?;
-        if sent.status() != StatusCode::CREATED && !sent.status().is_success() {
-            return Err(sent.into_error(repo, Resource::Upload, digest).await);
+        let mut throttle = ThrottleWait::new(self);
+        loop {
+            let sent = self.send(&put).await?;
+            if sent.status() == StatusCode::CREATED || sent.status().is_success() {
+                return Ok(());
+            }
+            let error = sent.into_error(repo, Resource::Upload, digest).await;
+            if error.is_throttled_answer() {
+                // Rejected before it was taken in: the same session takes the same bytes again.
+                throttle.wait(error).await?;
+                continue;
+            }
+            if error.is_concurrent_upload_clash() && self.blob_exists_once(repo, digest, Access::Push).await?
+            {
+                debug!(repository = %repo, digest, "another client uploaded the same blob at once; it is there");
+                return Ok(());
+            }
+            return Err(error);
         }
-        Ok(())
+    }
+
+    /// Sends the `POST` that starts an upload; anything but `202 Accepted` is an error.
+    async fn started_upload(&self, repo: &Repository, start: &Request<'_>) -> Result<Sent, Error> {
+        let sent = self.send(start).await?;
+        if sent.status() != StatusCode::ACCEPTED {
+            return Err(sent.into_error(repo, Resource::Repository, "").await);
+        }
+        Ok(sent)
     }
 
     /// `.../blobs/<digest>` of the repository.

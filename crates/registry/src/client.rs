@@ -1,7 +1,9 @@
 //! The [`Client`] and its configuration: the shared state that the operations in `manifests`,
 //! `blobs` and `referrers` use through the request machinery in `transport`.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -9,6 +11,7 @@ use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::{AuthCache, CredentialSource};
+use crate::pace::{Pacer, ThrottleEvent, ThrottleObserver, WriteKind};
 use crate::{BlobStream, Error, Repository, RetryPolicy};
 
 /// The default of [`ClientConfig::max_connections`]: four large layers in four ranges each.
@@ -50,6 +53,12 @@ pub struct ClientConfig {
     /// How large blobs are downloaded: `Some`, in parallel ranges (see [`RangedReads`]); `None`, as
     /// one stream each.
     pub ranged_reads: Option<RangedReads>,
+    /// Manifest `PUT`s a second to one registry host, at most, for a [`Client::for_background`]
+    /// clone (`sync`, the reconcile); `None`: background work is paced only by the registry's
+    /// throttling, as foreground work is.
+    pub max_background_write_rate: Option<f64>,
+    /// Told of every throttled request before the client waits.
+    pub on_throttle: Option<ThrottleObserver>,
 }
 
 /// Parallel ranged reads of one large blob: `ranges_in_flight` `Range` GETs of `range_size` bytes at
@@ -93,14 +102,21 @@ impl Default for ClientConfig {
             timeout_attempts: 3,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             ranged_reads: Some(RangedReads::default()),
+            max_background_write_rate: None,
+            on_throttle: None,
         }
     }
 }
 
-/// A client for OCI registries. Cheap to clone: clones share connections, tokens and configuration.
+/// A client for OCI registries. Cheap to clone: clones share connections, tokens, configuration and
+/// the pacing of writes per registry host.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// When the run using this handle must be done: throttled requests wait no longer.
+    deadline: Option<tokio::time::Instant>,
+    /// Background work: writes held under [`ClientConfig::max_background_write_rate`].
+    background: bool,
 }
 
 struct Inner {
@@ -110,6 +126,10 @@ struct Inner {
     auth: Mutex<AuthCache>,
     /// One permit per blob body in flight ([`ClientConfig::max_connections`]).
     connections: Arc<Semaphore>,
+    /// Requests the registry throttled, over the client's life.
+    throttled: AtomicU64,
+    /// One limiter per registry host, kind of write, and foreground or background.
+    pacers: Mutex<HashMap<(String, WriteKind, bool), Arc<Pacer>>>,
 }
 
 impl fmt::Debug for Client {
@@ -131,8 +151,79 @@ impl Client {
             .build()
             .map_err(Error::ClientBuild)?;
         let connections = Arc::new(Semaphore::new(config.max_connections.clamp(1, Semaphore::MAX_PERMITS)));
-        let inner = Inner { http, config, credentials, auth: Mutex::default(), connections };
-        Ok(Client { inner: Arc::new(inner) })
+        let inner = Inner {
+            http,
+            config,
+            credentials,
+            auth: Mutex::default(),
+            connections,
+            throttled: AtomicU64::new(0),
+            pacers: Mutex::default(),
+        };
+        Ok(Client { inner: Arc::new(inner), deadline: None, background: false })
+    }
+
+    /// This client (sharing everything) for a run that must be done by `deadline`: a throttled request
+    /// is retried until then, and no longer (without a deadline, for `retry.throttle_budget`).
+    pub fn with_deadline(&self, deadline: std::time::Instant) -> Client {
+        Client { deadline: Some(tokio::time::Instant::from_std(deadline)), ..self.clone() }
+    }
+
+    /// This client (sharing everything) for background work: its manifest `PUT`s are held under
+    /// [`ClientConfig::max_background_write_rate`] per registry host, across every background clone.
+    pub fn for_background(&self) -> Client {
+        Client { background: true, ..self.clone() }
+    }
+
+    /// Requests the registry throttled (429, 503 `SlowDown`) since the client was made, all clones
+    /// together.
+    pub fn throttled_requests(&self) -> u64 {
+        self.inner.throttled.load(Ordering::Relaxed)
+    }
+
+    /// The deadline of this handle, if it has one.
+    pub(crate) fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.deadline
+    }
+
+    /// Counts a throttled answer and tells the observer what the client does about it.
+    pub(crate) fn note_throttled(&self, event: &ThrottleEvent) {
+        self.inner.throttled.fetch_add(1, Ordering::Relaxed);
+        if let Some(observer) = &self.inner.config.on_throttle {
+            (observer.0)(event);
+        }
+    }
+
+    /// Runs the write `op` in its turn of the `kind` limiter of the repository's host, and tells the
+    /// limiter how it went.
+    pub(crate) async fn paced<T>(
+        &self,
+        repo: &Repository,
+        kind: WriteKind,
+        op: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let pacer = self.pacer(repo.registry(), kind);
+        pacer.wait_turn(self.deadline).await;
+        let result = op.await;
+        match &result {
+            Ok(_) => pacer.succeeded(),
+            Err(e) if e.is_throttled_answer() => pacer.throttled(),
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// The limiter of `kind` writes to `registry` for this handle.
+    pub(crate) fn pacer(&self, registry: &str, kind: WriteKind) -> Arc<Pacer> {
+        let ceiling = match kind {
+            WriteKind::Manifest if self.background => self.inner.config.max_background_write_rate,
+            _ => None,
+        };
+        let mut pacers = self.inner.pacers.lock().unwrap_or_else(|e| e.into_inner());
+        pacers
+            .entry((registry.to_owned(), kind, self.background))
+            .or_insert_with(|| Arc::new(Pacer::new(ceiling)))
+            .clone()
     }
 
     /// The configuration this client was built with.

@@ -205,6 +205,21 @@ pub enum Error {
         max: u32,
     },
 
+    /// The registry kept throttling until the run's time was up.
+    #[error(
+        "the registry kept throttling (answered {times} request(s) with 429 or SlowDown over {waited:.1?}) and \
+         the run's time is up: {last}"
+    )]
+    Throttled {
+        /// Throttled answers to the operation.
+        times: u32,
+        /// How long it waited in all.
+        waited: Duration,
+        /// The last answer.
+        #[source]
+        last: Box<Error>,
+    },
+
     /// A transient failure persisted through every attempt of the retry policy.
     #[error("giving up after {attempts} attempts: {last}")]
     RetriesExhausted {
@@ -248,8 +263,60 @@ impl Error {
             Error::Transport { .. } | Error::DeadlineExceeded { .. } | Error::TooSlow { .. } => true,
             Error::Http { status, .. } => is_retryable_status(*status),
             Error::RetriesExhausted { last, .. } => last.is_retryable(),
+            Error::Throttled { .. } => true,
             Error::Credentials { retryable, .. } => *retryable,
             _ => false,
+        }
+    }
+
+    /// Whether the registry (or the object store behind it) asked us to slow down: `429` (ECR's
+    /// `TOOMANYREQUESTS: Rate exceeded`), or `503` with S3's `SlowDown`. Throttling is waiting, not
+    /// failing: it is retried until the run's deadline, not a fixed number of times.
+    pub fn is_throttled(&self) -> bool {
+        match self {
+            Error::Http { status: 429, .. } => true,
+            Error::Http { status: 503, body, .. } => body.contains("SlowDown"),
+            Error::RetriesExhausted { last, .. } => last.is_throttled(),
+            Error::Throttled { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Whether this is one throttled answer (not a run of them that outlasted the deadline).
+    pub(crate) fn is_throttled_answer(&self) -> bool {
+        matches!(self, Error::Http { .. }) && self.is_throttled()
+    }
+
+    /// Whether the registry refused an upload or manifest because a blob it names is unknown or not
+    /// what was expected, as distribution answers one of two clients uploading the same blob at once
+    /// (`400 DIGEST_INVALID`, `BLOB_UPLOAD_INVALID`, `MANIFEST_BLOB_UNKNOWN`): worth checking and trying
+    /// again.
+    pub(crate) fn is_concurrent_upload_clash(&self) -> bool {
+        match self {
+            Error::Http { status: 400, body, .. } => {
+                ["DIGEST_INVALID", "BLOB_UPLOAD_INVALID", "BLOB_UNKNOWN"]
+                    .iter()
+                    .any(|code| body.contains(code))
+            }
+            _ => false,
+        }
+    }
+
+    /// The HTTP status the registry answered, if this error is one.
+    pub(crate) fn status(&self) -> Option<u16> {
+        match self {
+            Error::Http { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The host of the request that failed, if this error names its URL.
+    pub(crate) fn registry_host(&self) -> Option<String> {
+        match self {
+            Error::Http { url, .. } => url::Url::parse(url).ok().and_then(|u| {
+                u.host_str().map(|h| u.port().map_or_else(|| h.to_owned(), |p| format!("{h}:{p}")))
+            }),
+            _ => None,
         }
     }
 

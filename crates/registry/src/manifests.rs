@@ -9,6 +9,7 @@ use url::Url;
 
 use crate::digest::{check_digest, is_digest, sha256_digest, validate_digest, validate_manifest_reference};
 use crate::error::Resource;
+use crate::pace::WriteKind;
 use crate::response::read_body;
 use crate::transport::{Access, Request};
 use crate::{media_type, Client, Error, Repository};
@@ -173,8 +174,12 @@ impl Client {
         check_reference_digest(reference, &digest)?;
         let content_type = HeaderValue::from_str(media_type)
             .map_err(|_| Error::UnsupportedMediaType { media_type: media_type.to_owned() })?;
-        self.with_retries(Error::is_retryable, |_| {
-            self.put_manifest_once(repo, reference, content_type.clone(), &digest, bytes.clone())
+        // A manifest naming a blob another client is still committing (MANIFEST_BLOB_UNKNOWN) is
+        // worth a few more tries, as a transient failure is.
+        let retry = |e: &Error| e.is_retryable() || e.is_concurrent_upload_clash();
+        self.with_retries(retry, |_| {
+            let put = self.put_manifest_once(repo, reference, content_type.clone(), &digest, bytes.clone());
+            self.paced(repo, WriteKind::Manifest, put)
         })
         .await
     }

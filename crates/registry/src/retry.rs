@@ -1,4 +1,6 @@
-//! Retry policy: exponential backoff with full jitter, and `Retry-After`.
+//! Retry policy: exponential backoff with full jitter, and `Retry-After`. Throttling (429, S3's
+//! `SlowDown`) has a policy of its own: it is waiting, not failing, so it is retried for as long as the
+//! run's time allows, not a fixed number of times.
 
 use std::time::{Duration, SystemTime};
 
@@ -13,6 +15,14 @@ pub struct RetryPolicy {
     pub base_delay: Duration,
     /// Upper bound of any single delay, `Retry-After` included.
     pub max_delay: Duration,
+    /// Throttled requests: backoff ceiling of the first retry, doubling with each further one.
+    pub throttle_base_delay: Duration,
+    /// Throttled requests: upper bound of one delay (a `Retry-After` above it is honoured up to
+    /// `max_delay`).
+    pub throttle_max_delay: Duration,
+    /// Throttled requests: how long one operation keeps retrying when the client has no deadline of
+    /// its own ([`crate::Client::with_deadline`]).
+    pub throttle_budget: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -21,6 +31,11 @@ impl Default for RetryPolicy {
             max_attempts: 5,
             base_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(10),
+            // ECR's PutImage quota refills 10 a second: a few seconds of spread-out waiting clears a
+            // burst, and a cap of 8 s keeps a throttled client from idling long after it cleared.
+            throttle_base_delay: Duration::from_millis(500),
+            throttle_max_delay: Duration::from_secs(8),
+            throttle_budget: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -46,6 +61,24 @@ impl RetryPolicy {
         }
         let nanos = rand::rng().random_range(0..=ceiling.as_nanos().min(u64::MAX as u128) as u64);
         Duration::from_nanos(nanos)
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before retry number `retry` (1-based) of a throttled request: full jitter under
+    /// `min(throttle_max_delay, throttle_base_delay × 2^(retry-1))`, or the server's `Retry-After`
+    /// (capped at `max_delay`) plus up to `throttle_base_delay` of jitter, so that clients told the same
+    /// second do not all come back in it.
+    pub fn throttle_delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
+        let jitter = |ceiling: Duration| {
+            let nanos = ceiling.as_nanos().min(u64::MAX as u128) as u64;
+            Duration::from_nanos(if nanos == 0 { 0 } else { rand::rng().random_range(0..=nanos) })
+        };
+        if let Some(wait) = retry_after {
+            return wait.min(self.max_delay) + jitter(self.throttle_base_delay);
+        }
+        let factor = 1u32.checked_shl(retry.saturating_sub(1).min(31)).unwrap_or(u32::MAX);
+        jitter(self.throttle_base_delay.saturating_mul(factor).min(self.throttle_max_delay))
     }
 }
 
@@ -95,6 +128,7 @@ mod tests {
             max_attempts: 10,
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(1),
+            ..RetryPolicy::default()
         };
         assert_eq!(policy.backoff_ceiling(1), Duration::from_millis(100));
         assert_eq!(policy.backoff_ceiling(2), Duration::from_millis(200));
@@ -117,6 +151,21 @@ mod tests {
         assert_eq!(policy.delay(1, Some(Duration::from_secs(60))), Duration::from_secs(5));
         let zero = RetryPolicy { base_delay: Duration::ZERO, ..policy };
         assert_eq!(zero.delay(3, None), Duration::ZERO);
+    }
+
+    #[test]
+    fn throttled_delays_spread_under_their_ceiling_and_jitter_retry_after() {
+        let policy = RetryPolicy::default();
+        for retry in 1..20 {
+            let ceiling =
+                (policy.throttle_base_delay * 2u32.pow((retry - 1).min(20))).min(policy.throttle_max_delay);
+            assert!((0..50).all(|_| policy.throttle_delay(retry, None) <= ceiling), "retry {retry}");
+        }
+        let told = Duration::from_secs(1);
+        let delays: Vec<Duration> = (0..200).map(|_| policy.throttle_delay(1, Some(told))).collect();
+        assert!(delays.iter().all(|d| *d >= told && *d <= told + policy.throttle_base_delay));
+        assert!(delays.iter().any(|d| *d > told + policy.throttle_base_delay / 2), "jitter spreads");
+        assert!(delays.iter().any(|d| *d < told + policy.throttle_base_delay / 2), "both ways");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! deadline on each request, and retries with backoff.
 
 use std::future::Future;
+use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, AUTHORIZATION, LOCATION};
@@ -12,6 +13,7 @@ use url::Url;
 
 use crate::auth::{parse_www_authenticate, Authorization, Challenge, Credentials, TokenResponse};
 use crate::limits::Deadline;
+use crate::pace::ThrottleEvent;
 use crate::response::{error_excerpt, read_body, retry_after_of, MAX_JSON_SIZE};
 use crate::{Client, Error, Repository, Secret};
 
@@ -87,6 +89,47 @@ impl Sent {
     }
 }
 
+/// The throttled answers of one operation: how long to wait before the next try, and when to stop.
+pub(crate) struct ThrottleWait<'a> {
+    client: &'a Client,
+    started: tokio::time::Instant,
+    times: u32,
+}
+
+impl<'a> ThrottleWait<'a> {
+    pub(crate) fn new(client: &'a Client) -> ThrottleWait<'a> {
+        ThrottleWait { client, started: tokio::time::Instant::now(), times: 0 }
+    }
+
+    /// Waits after the throttled answer `error`, or returns [`Error::Throttled`] when the wait would
+    /// run past the deadline (or the throttle budget).
+    pub(crate) async fn wait(&mut self, error: Error) -> Result<(), Error> {
+        self.times += 1;
+        let policy = self.client.retry_policy();
+        let delay = policy.throttle_delay(self.times, error.retry_after());
+        let now = tokio::time::Instant::now();
+        let until = self.client.deadline().unwrap_or(self.started + policy.throttle_budget);
+        let event = ThrottleEvent {
+            registry: error.registry_host().unwrap_or_default(),
+            status: error.status().unwrap_or(429),
+            retry_in: delay,
+            times: self.times,
+        };
+        if now + delay >= until {
+            self.client.note_throttled(&ThrottleEvent { retry_in: Duration::ZERO, ..event });
+            return Err(Error::Throttled {
+                times: self.times,
+                waited: now - self.started,
+                last: Box::new(error),
+            });
+        }
+        self.client.note_throttled(&event);
+        debug!(times = self.times, ?delay, error = %error, "throttled, waiting");
+        tokio::time::sleep(delay).await;
+        Ok(())
+    }
+}
+
 impl Client {
     /// `http(s)://<api host>/v2/<name>/<suffix>`.
     pub(crate) fn api_url(&self, repo: &Repository, suffix: &str) -> Result<Url, Error> {
@@ -112,7 +155,9 @@ impl Client {
 
     /// Runs `op` until it succeeds, fails with an error `should_retry` rejects, or the policy's attempts
     /// are spent (fewer for timeouts: see [`crate::ClientConfig::timeout_attempts`]), sleeping with
-    /// backoff (or as told by `Retry-After`) in between.
+    /// backoff (or as told by `Retry-After`) in between. Throttled answers do not count against the
+    /// attempts: they are retried with the throttle backoff until the handle's deadline (or for the
+    /// policy's `throttle_budget`), then fail as [`Error::Throttled`].
     pub(crate) async fn with_retries<T, F, Fut>(
         &self,
         should_retry: fn(&Error) -> bool,
@@ -124,10 +169,14 @@ impl Client {
     {
         let policy = self.retry_policy();
         let mut attempt = 1;
+        let mut throttle = ThrottleWait::new(self);
         loop {
             // The span puts the attempt number on every request event of this attempt.
             match op(attempt).instrument(tracing::debug_span!("attempt", attempt)).await {
                 Ok(value) => return Ok(value),
+                Err(error) if error.is_throttled_answer() && should_retry(&error) => {
+                    throttle.wait(error).await?
+                }
                 Err(error) if should_retry(&error) && attempt < self.max_attempts(&error) => {
                     let delay = policy.delay(attempt, error.retry_after());
                     debug!(attempt, ?delay, error = %error, "transient failure, retrying");

@@ -31,3 +31,5 @@ mod script;
 mod support;
 #[path = "registry/tags.rs"]
 mod tags;
+#[path = "registry/throttling.rs"]
+mod throttling;

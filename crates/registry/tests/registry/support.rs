@@ -12,7 +12,14 @@ use registry::{
 
 /// Fast retries: 4 attempts, at most a few milliseconds apart.
 pub fn fast_retry(max_attempts: u32) -> RetryPolicy {
-    RetryPolicy { max_attempts, base_delay: Duration::from_millis(2), max_delay: Duration::from_millis(20) }
+    RetryPolicy {
+        max_attempts,
+        base_delay: Duration::from_millis(2),
+        max_delay: Duration::from_millis(20),
+        throttle_base_delay: Duration::from_millis(2),
+        throttle_max_delay: Duration::from_millis(20),
+        throttle_budget: Duration::from_secs(2),
+    }
 }
 
 pub fn config(max_attempts: u32) -> ClientConfig {

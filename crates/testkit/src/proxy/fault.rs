@@ -29,6 +29,12 @@ pub enum Fault {
         /// The `Retry-After` value, in seconds (keep it 0 or 1 in tests).
         retry_after_secs: u64,
     },
+    /// `429 Too Many Requests` with `TOOMANYREQUESTS: Rate exceeded` and no `Retry-After`: what ECR
+    /// answers over an account's API quota, most of the time.
+    RateExceeded,
+    /// `400 Bad Request` with `DIGEST_INVALID`, as distribution answers one of two clients uploading the
+    /// same blob at once.
+    DigestInvalid,
     /// `405 Method Not Allowed` with `UNSUPPORTED`, as distribution answers a DELETE when deletion is
     /// disabled in its configuration.
     Unsupported,
@@ -247,6 +253,10 @@ fn fault_response(fault: Fault) -> Response<Body> {
                 registry_error(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", "injected by FaultProxy");
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
             response
+        }
+        Fault::RateExceeded => registry_error(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", "Rate exceeded"),
+        Fault::DigestInvalid => {
+            registry_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID", "provided digest did not match uploaded content")
         }
         Fault::Unsupported => {
             registry_error(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", "The operation is unsupported.")

@@ -27,6 +27,42 @@ pub trait Registries: Send + Sync {
 
     /// The registry for `repository`. Must not do I/O (it runs after planning, before the first call).
     fn open(&self, repository: &registry::Repository) -> Self::Registry;
+
+    /// The registry for `repository` for work that must end by `run.deadline` (throttled requests wait
+    /// no longer) and, with `run.background`, whose writes are held under the background ceiling.
+    fn open_for(&self, repository: &registry::Repository, run: Run) -> Self::Registry {
+        let _ = run;
+        self.open(repository)
+    }
+
+    /// Requests the registries throttled so far (a counter: callers take differences).
+    fn throttled_requests(&self) -> u64 {
+        0
+    }
+}
+
+/// What a piece of work asks of the registry handles it opens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Run {
+    /// When it must be done.
+    pub deadline: Option<std::time::Instant>,
+    /// Background work (`sync`, the reconcile): writes held under the background ceiling.
+    pub background: bool,
+}
+
+impl Run {
+    /// `client` for this run.
+    pub fn apply(self, client: &registry::Client) -> registry::Client {
+        let client = match self.deadline {
+            Some(deadline) => client.with_deadline(deadline),
+            None => client.clone(),
+        };
+        if self.background {
+            client.for_background()
+        } else {
+            client
+        }
+    }
 }
 
 /// One registry client, bound to each repository on demand.
@@ -48,6 +84,23 @@ impl Registries for HttpRegistries {
     fn open(&self, repository: &registry::Repository) -> RepositoryClient {
         RepositoryClient::new(self.client.clone(), repository.clone())
     }
+
+    fn open_for(&self, repository: &registry::Repository, run: Run) -> RepositoryClient {
+        RepositoryClient::new(run.apply(&self.client), repository.clone())
+    }
+
+    fn throttled_requests(&self) -> u64 {
+        self.client.throttled_requests()
+    }
+}
+
+/// How the binaries write: the ceiling of background writes, and who hears of throttling.
+#[derive(Clone, Debug, Default)]
+pub struct Writes {
+    /// Manifest `PUT`s a second to one registry for background work (`None`: no ceiling).
+    pub max_background_write_rate: Option<f64>,
+    /// Told of every throttled request (the CLI prints a line).
+    pub on_throttle: Option<registry::ThrottleObserver>,
 }
 
 /// How the binaries download layers: one budget of connections, and large layers in ranges.
@@ -90,6 +143,17 @@ pub fn client_with(
     credentials: Arc<dyn registry::CredentialSource>,
     downloads: Downloads,
 ) -> Result<registry::Client, registry::Error> {
+    client_writing(plain_http, user_agent, credentials, downloads, Writes::default())
+}
+
+/// [`client_with`], writing as `writes` says.
+pub fn client_writing(
+    plain_http: bool,
+    user_agent: &str,
+    credentials: Arc<dyn registry::CredentialSource>,
+    downloads: Downloads,
+    writes: Writes,
+) -> Result<registry::Client, registry::Error> {
     let ranged_reads = (downloads.ranges_per_layer > 1).then(|| registry::RangedReads {
         range_size: downloads.range_size,
         ranges_in_flight: downloads.ranges_per_layer,
@@ -100,6 +164,8 @@ pub fn client_with(
         user_agent: user_agent.to_owned(),
         max_connections: downloads.max_connections,
         ranged_reads,
+        max_background_write_rate: writes.max_background_write_rate,
+        on_throttle: writes.on_throttle,
         ..registry::ClientConfig::default()
     };
     registry::Client::new(config, credentials)

@@ -44,6 +44,24 @@ pub fn parse_max_connections(text: &str) -> Result<usize, SettingError> {
     }
 }
 
+/// The default ceiling of background writes (`sync --max-write-rate`, `SOCI_MAX_WRITE_RATE`): manifest
+/// `PUT`s a second to one registry, well under ECR's default `PutImage` quota of 10 a second per
+/// account and region, so that a backfill leaves most of it to the pushes of CI pipelines.
+pub const DEFAULT_MAX_WRITE_RATE: f64 = 3.0;
+/// The highest write rate that can be set.
+pub const MAX_WRITE_RATE: f64 = 1000.0;
+
+/// Manifest `PUT`s a second for background work: a number above 0, up to [`MAX_WRITE_RATE`]
+/// (`0.5` is one every two seconds).
+pub fn parse_write_rate(text: &str) -> Result<f64, SettingError> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 && rate <= MAX_WRITE_RATE => Ok(rate),
+        _ => Err(SettingError(format!(
+            "expected manifest writes a second above 0 and at most {MAX_WRITE_RATE} (e.g. 3, or 0.5), got {text:?}"
+        ))),
+    }
+}
+
 /// Ranges of one large layer downloading at once: 1 (one stream per layer) to
 /// [`MAX_RANGES_PER_LAYER`].
 pub fn parse_ranges_per_layer(text: &str) -> Result<usize, SettingError> {

@@ -98,24 +98,50 @@ impl RegistryArgs {
 
     /// [`RegistryArgs::connect`], downloading as `downloads` says.
     pub fn connect_with(&self, text: &str, downloads: app::Downloads) -> Result<Connected> {
+        self.connect_writing(text, downloads, None)
+    }
+
+    /// [`RegistryArgs::connect_with`], holding background writes under `max_background_write_rate`
+    /// manifest `PUT`s a second. Throttling is said on stderr as it happens.
+    pub fn connect_writing(
+        &self,
+        text: &str,
+        downloads: app::Downloads,
+        max_background_write_rate: Option<f64>,
+    ) -> Result<Connected> {
         let (rest, plain_http) = app::settings::split_scheme(text).map_err(anyhow::Error::msg)?;
         let reference = registry::Reference::parse(rest).with_context(|| {
             format!("{text:?} is not an image reference (expected [REGISTRY/]REPOSITORY[:TAG][@DIGEST])")
         })?;
         let plain_http = self.plain_http || plain_http;
-        let client = app::client_with(plain_http, app::DEFAULT_BUILD_TOOL, self.credentials()?, downloads)?;
+        let writes =
+            app::Writes { max_background_write_rate, on_throttle: Some(crate::observe::throttle_printer()) };
+        let client =
+            app::client_writing(plain_http, app::DEFAULT_BUILD_TOOL, self.credentials()?, downloads, writes)?;
         let registry = app::RepositoryClient::new(client, reference.to_repository());
         Ok(Connected { reference, registry })
     }
 
     /// Parses `text` as a repository (`[http[s]://]REGISTRY/REPO`, no tag) and builds its client.
     pub fn connect_repository(&self, text: &str) -> Result<app::RepositoryClient> {
+        self.connect_repository_writing(text, None)
+    }
+
+    /// [`RegistryArgs::connect_repository`] for background work held under `max_write_rate` manifest
+    /// `PUT`s a second.
+    pub fn connect_repository_writing(
+        &self,
+        text: &str,
+        max_write_rate: Option<f64>,
+    ) -> Result<app::RepositoryClient> {
         let (rest, _) = app::settings::split_scheme(text).map_err(anyhow::Error::msg)?;
         let last = rest.rsplit('/').next().unwrap_or_default();
         if !rest.contains('/') || last.contains(':') || last.contains('@') {
             bail!("{text:?} is not a repository: expected REGISTRY/REPOSITORY, without a tag or digest");
         }
-        Ok(self.connect(text)?.registry)
+        let registry = self.connect_writing(text, app::Downloads::default(), max_write_rate)?.registry;
+        let run = app::Run { deadline: None, background: max_write_rate.is_some() };
+        Ok(app::RepositoryClient::new(run.apply(registry.client()), registry.repository().clone()))
     }
 
     fn credentials(&self) -> Result<Arc<dyn registry::CredentialSource>> {

@@ -76,7 +76,14 @@ async fn run_async(args: &Args) -> Result<()> {
         ranges_per_layer: args.ranges_per_layer,
         range_size: args.range_size,
     };
-    let connected = args.registry.connect_with(&args.reference, downloads)?;
+    let mut connected = args.registry.connect_with(&args.reference, downloads)?;
+    if let Some(limit) = args.timeout {
+        // Throttled requests wait until the run's deadline, no longer.
+        let run = app::Run { deadline: Some(std::time::Instant::now() + limit), background: false };
+        let repository = connected.registry.repository().clone();
+        connected.registry = app::RepositoryClient::new(run.apply(connected.registry.client()), repository);
+    }
+    let client = connected.registry.client().clone();
     let reference = &connected.reference;
     let options = CreateOptions {
         span_size: args.span_size,
@@ -114,10 +121,16 @@ async fn run_async(args: &Args) -> Result<()> {
         }
     };
     report.reference = reference.to_string();
+    let throttled = client.throttled_requests();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut json = serde_json::to_value(&report)?;
+        json["throttled"] = throttled.into();
+        println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         print_summary(&report, reference, &options);
+        if throttled > 0 {
+            eprintln!("the registry throttled {throttled} request(s): each waited and went on");
+        }
     }
     Ok(())
 }

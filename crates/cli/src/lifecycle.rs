@@ -30,6 +30,10 @@ pub struct SyncArgs {
     /// more images at once overlap registry round trips, not CPU work.
     #[arg(long, value_name = "N", default_value = "2", value_parser = app::settings::parse_concurrency)]
     images: usize,
+    /// Manifest writes a second at most (ECR's PutImage quota is 10 a second for the whole account and
+    /// region, CI pushes included): a backfill leaves the rest to others. Throttling slows it further.
+    #[arg(long, value_name = "PER_SECOND", default_value_t = app::settings::DEFAULT_MAX_WRITE_RATE, value_parser = app::settings::parse_write_rate)]
+    max_write_rate: f64,
     /// Say what would be indexed; change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -63,7 +67,8 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// Runs `sync`: exit 1 if any tag failed.
 pub fn sync(args: SyncArgs) -> Result<ExitCode> {
-    let registry = args.registry.connect_repository(&args.repository)?;
+    let registry = args.registry.connect_repository_writing(&args.repository, Some(args.max_write_rate))?;
+    let client = registry.client().clone();
     let globs: Vec<app::glob::Glob> = args.filters.iter().map(|f| app::glob::Glob::new(f)).collect();
     let options = SyncOptions {
         select: Box::new(move |tag| globs.is_empty() || globs.iter().any(|g| g.matches(tag))),
@@ -77,10 +82,13 @@ pub fn sync(args: SyncArgs) -> Result<ExitCode> {
     let report = runtime()?
         .block_on(index::sync::sync(Arc::new(registry), &create, &options, observer))
         .with_context(|| format!("cannot sync {}", args.repository))?;
+    let throttled = client.throttled_requests();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut json = serde_json::to_value(&report)?;
+        json["throttled"] = throttled.into();
+        println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
-        print_sync_summary(&report);
+        print_sync_summary(&report, throttled);
     }
     Ok(if report.any_failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
@@ -108,8 +116,11 @@ impl index::Observer for TagLines {
     }
 }
 
-fn print_sync_summary(report: &SyncReport) {
+fn print_sync_summary(report: &SyncReport, throttled: u64) {
     let count = |f: fn(&SyncAction) -> bool| report.count(f);
+    if throttled > 0 {
+        println!("the registry throttled {throttled} request(s): each waited and went on");
+    }
     println!(
         "{}{} indexed, {} already indexed, {} skipped, {} failed",
         if report.dry_run { "dry run: " } else { "" },

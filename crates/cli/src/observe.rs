@@ -1,10 +1,33 @@
 //! How `create` shows its layers: progress bars on a terminal, one line per layer otherwise.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use index::{LayerReport, LayerResult, Observer};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+/// Says on stderr that the registry throttles and how long soci-indexer waits (`waiting: registry
+/// throttling (429), retry in 2.1 s`), at most once a second: many requests are throttled at once.
+pub fn throttle_printer() -> registry::ThrottleObserver {
+    static LAST_SECOND: AtomicU64 = AtomicU64::new(0);
+    registry::ThrottleObserver(Arc::new(|event: &registry::ThrottleEvent| {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+        if LAST_SECOND.swap(now, Ordering::Relaxed) == now {
+            return;
+        }
+        if event.retry_in.is_zero() {
+            eprintln!("registry throttling ({}) outlasted the time allowed", event.status);
+        } else {
+            eprintln!(
+                "waiting: registry throttling ({}), retry in {:.1} s",
+                event.status,
+                event.retry_in.as_secs_f64()
+            );
+        }
+    }))
+}
 
 /// The first 12 hex digits of a digest.
 pub fn short(digest: &str) -> &str {

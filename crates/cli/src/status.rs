@@ -63,7 +63,16 @@ pub fn wait(args: WaitArgs) -> Result<ExitCode> {
     let mut interval = args.interval.max(Duration::from_millis(100));
     let mut last: Option<StatusReport> = None;
     loop {
-        match runtime.block_on(check(&connected, &args.status)) {
+        // A registry that accepts connections and never answers must not hold `wait` past --timeout:
+        // each check gets only the time left.
+        let left = args.timeout.saturating_sub(started.elapsed());
+        let checked =
+            runtime.block_on(async { tokio::time::timeout(left, check(&connected, &args.status)).await });
+        let Ok(checked) = checked else {
+            eprintln!("warning: the registry did not answer within the {:.1} s left", left.as_secs_f64());
+            return give_up(last.as_ref(), &connected, &args, started);
+        };
+        match checked {
             Ok(report) if report.indexed => {
                 eprintln!(
                     "{} is indexed after {:.1} s",
@@ -79,21 +88,30 @@ pub fn wait(args: WaitArgs) -> Result<ExitCode> {
         }
         let left = args.timeout.saturating_sub(started.elapsed());
         if left.is_zero() {
-            let state =
-                last.as_ref().map_or("unknown (every check failed)".to_owned(), |r| r.state.to_string());
-            eprintln!(
-                "{} is still not lazy-loadable after {:.1} s: {state}",
-                args.status.reference,
-                started.elapsed().as_secs_f64()
-            );
-            if let Some(report) = &last {
-                print_status(report, &connected, &args.status)?;
-            }
-            return Ok(ExitCode::from(NOT_INDEXED));
+            return give_up(last.as_ref(), &connected, &args, started);
         }
         std::thread::sleep(interval.min(left));
         interval = (interval * 3 / 2).min(MAX_INTERVAL);
     }
+}
+
+/// `wait`'s timeout: the last state seen, exit status 3.
+fn give_up(
+    last: Option<&StatusReport>,
+    connected: &Connected,
+    args: &WaitArgs,
+    started: Instant,
+) -> Result<ExitCode> {
+    let state = last.map_or("unknown (no check finished)".to_owned(), |r| r.state.to_string());
+    eprintln!(
+        "{} is still not lazy-loadable after {:.1} s: {state}",
+        args.status.reference,
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(report) = last {
+        print_status(report, connected, &args.status)?;
+    }
+    Ok(ExitCode::from(NOT_INDEXED))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -209,3 +209,26 @@ async fn wait_returns_when_the_index_lands_times_out_or_fails_at_once() {
     assert!(after < Duration::from_secs(5), "wait returned {after:?} after the index landed");
     assert!(String::from_utf8_lossy(&output.stdout).contains("1-soci"));
 }
+
+#[test]
+fn wait_ends_at_its_timeout_when_the_registry_accepts_and_never_answers() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    // Accept every connection and hold it open, silent.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let started = std::time::Instant::now();
+    let output = run("wait", &format!("{host}/team/app:1"), false, &["--timeout", "3s"]);
+    let took = started.elapsed();
+    assert_eq!(output.status.code(), Some(3), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        took < Duration::from_secs(8),
+        "wait --timeout 3s took {took:?} (a request's own timeout is 60 s)"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("did not answer") && stderr.contains("still not lazy-loadable"), "{stderr}");
+}

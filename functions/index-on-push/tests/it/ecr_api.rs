@@ -40,7 +40,10 @@ async fn describe_images_lists_every_tag_and_untag_removes_one_tag_only() {
     let tags: Vec<&str> = targets.iter().map(|t| t.tag.as_str()).collect();
     assert_eq!(tags, ["prod", "v1-soci"]);
     // (moto computes its own digest of the manifest; ECR's is the sha256 of the bytes.)
-    assert!(targets[0].digest.starts_with("sha256:") && targets[0].digest == targets[1].digest, "{targets:?}");
+    assert!(
+        targets[0].digest.starts_with("sha256:") && targets[0].digest == targets[1].digest,
+        "{targets:?}"
+    );
     assert_eq!(targets[0].media_type.as_deref(), Some(index::media::OCI_INDEX), "{targets:?}");
 
     assert!(repository.untag("v1-soci").await.unwrap());

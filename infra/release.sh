@@ -14,9 +14,13 @@
 # x86_64 host), the zip's layout, the template (cfn-lint, sam validate --lint) and the checksums.
 #
 # Reproducible where the toolchain allows: the commit's time is every archive entry's mtime
-# (SOURCE_DATE_EPOCH), entries are sorted, owners are 0, gzip stores no name or time, and the checkout's
-# and cargo's paths are remapped out of the binaries; the same commit built with the same rustc, zig,
-# cargo-zigbuild, GNU tar/gzip and Python zlib gives the same bytes (see the README's install section).
+# (SOURCE_DATE_EPOCH), entries are sorted with fixed modes and owner 0, gzip stores no name or time, and
+# the checkout's and cargo's paths are remapped out of the binaries. Checked: the x86_64 CLI built from
+# two clones at different paths, into different target directories, is byte-identical, and so is its
+# tar.gz (also under another umask). Not checked, and only as reproducible as the tools: the aarch64
+# builds (the same flags), the zip (Python's zlib version decides its deflate bytes), gzip's output
+# across gzip versions; a different rustc, zig or cargo-zigbuild gives different binaries (the log prints
+# their versions), and so does a different Cargo.lock (--locked keeps it).
 #
 # Tools: cargo and rustup (the musl targets are added when missing); from PyPI, installed when missing
 # with the python3 on PATH: cargo-zigbuild and ziglang (zig links the static binaries), cfn-lint and
@@ -171,6 +175,7 @@ AWS Fargate and soci-snapshotter. A static binary: copy it onto your PATH.
 Built from commit $commit. Documentation, the Lambda that indexes every ECR push and its
 SAM template: https://github.com/soci-indexer/soci-indexer (Apache-2.0, see LICENSE).
 EOF
+    chmod 0644 "$dir/README.md"
     chmod 0755 "$dir"
     tar_gz "$stage" "$name" "$dist/$name.tar.gz"
 done

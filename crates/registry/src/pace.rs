@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// The slowest a throttled pacer goes: one write every five seconds.
-const MIN_RATE: f64 = 0.2;
+/// The slowest a throttled pacer goes: one write a second. Below it, a process with a few writes to
+/// make (one image's) would wait on its own pacer after the registry had room again; the retries'
+/// backoff spreads the rest.
+const MIN_RATE: f64 = 1.0;
 /// The first cut of an unpaced pacer goes no lower: a client that made one write in the last second
 /// was throttled for the account's other clients' writes, not its own pace.
 const FIRST_CUT_FLOOR: f64 = 2.0;
@@ -174,6 +176,11 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         pacer.throttled();
         assert_eq!(pacer.rate(), Some(2.5));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        pacer.throttled();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        pacer.throttled();
+        assert_eq!(pacer.rate(), Some(MIN_RATE), "never below one a second");
         let lone = Pacer::new(None);
         lone.wait_turn(None).await;
         lone.throttled();

@@ -32,9 +32,10 @@ impl Default for RetryPolicy {
             base_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(10),
             // ECR's PutImage quota refills 10 a second: a few seconds of spread-out waiting clears a
-            // burst, and a cap of 8 s keeps a throttled client from idling long after it cleared.
+            // burst, and a cap of 2 s keeps a throttled client from idling long after it cleared (a
+            // throttled request costs the quota nothing).
             throttle_base_delay: Duration::from_millis(500),
-            throttle_max_delay: Duration::from_secs(8),
+            throttle_max_delay: Duration::from_secs(2),
             throttle_budget: Duration::from_secs(15 * 60),
         }
     }
@@ -66,19 +67,15 @@ impl RetryPolicy {
 
 impl RetryPolicy {
     /// The delay before retry number `retry` (1-based) of a throttled request: full jitter under
-    /// `min(throttle_max_delay, throttle_base_delay × 2^(retry-1))`, or the server's `Retry-After`
-    /// (capped at `max_delay`) plus up to `throttle_base_delay` of jitter, so that clients told the same
-    /// second do not all come back in it.
+    /// `min(throttle_max_delay, throttle_base_delay × 2^(retry-1))`, after the server's `Retry-After`
+    /// (capped at `max_delay`) when it sent one: clients told the same second then come back spread over
+    /// a window that widens as they keep being throttled, not all in that second.
     pub fn throttle_delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
-        let jitter = |ceiling: Duration| {
-            let nanos = ceiling.as_nanos().min(u64::MAX as u128) as u64;
-            Duration::from_nanos(if nanos == 0 { 0 } else { rand::rng().random_range(0..=nanos) })
-        };
-        if let Some(wait) = retry_after {
-            return wait.min(self.max_delay) + jitter(self.throttle_base_delay);
-        }
         let factor = 1u32.checked_shl(retry.saturating_sub(1).min(31)).unwrap_or(u32::MAX);
-        jitter(self.throttle_base_delay.saturating_mul(factor).min(self.throttle_max_delay))
+        let ceiling = self.throttle_base_delay.saturating_mul(factor).min(self.throttle_max_delay);
+        let nanos = ceiling.as_nanos().min(u64::MAX as u128) as u64;
+        let jitter = Duration::from_nanos(if nanos == 0 { 0 } else { rand::rng().random_range(0..=nanos) });
+        retry_after.map_or(Duration::ZERO, |wait| wait.min(self.max_delay)) + jitter
     }
 }
 
@@ -166,6 +163,9 @@ mod tests {
         assert!(delays.iter().all(|d| *d >= told && *d <= told + policy.throttle_base_delay));
         assert!(delays.iter().any(|d| *d > told + policy.throttle_base_delay / 2), "jitter spreads");
         assert!(delays.iter().any(|d| *d < told + policy.throttle_base_delay / 2), "both ways");
+        let third: Vec<Duration> = (0..200).map(|_| policy.throttle_delay(3, Some(told))).collect();
+        assert!(third.iter().all(|d| *d >= told && *d <= told + policy.throttle_base_delay * 4));
+        assert!(third.iter().any(|d| *d > told + policy.throttle_base_delay * 2), "the window widens");
     }
 
     #[test]

@@ -548,3 +548,31 @@ async fn proxies_stop_when_dropped() {
     drop(registry);
     assert!(tokio::net::TcpStream::connect(registry_addr).await.is_err());
 }
+
+#[tokio::test]
+async fn quota_proxy_throttles_manifest_puts_over_its_rate_for_all_clients_together() {
+    use testkit::proxy::{QuotaProxy, Quotas};
+    let registry = LocalRegistry::start().await.unwrap();
+    let quotas = Quotas { manifest_puts: 10.0, uploads: 20.0, retry_after_secs: Some(1) };
+    let proxy = QuotaProxy::start(registry.addr(), quotas).await.unwrap();
+    let host = proxy.host();
+    // Fifteen manifest PUTs at once (distinct clients: a connection each): the bucket holds ten.
+    let mut puts = tokio::task::JoinSet::new();
+    for i in 0..15 {
+        let host = host.clone();
+        puts.spawn(async move { put_manifest(&host, None, "repo", &format!("t{i}"), b"{}").await });
+    }
+    let answers: Vec<reqwest::Response> = puts.join_all().await;
+    let throttled: Vec<&reqwest::Response> = answers.iter().filter(|r| r.status() == 429).collect();
+    assert!((5..=6).contains(&throttled.len()), "{} of 15 throttled", throttled.len());
+    assert_eq!(throttled[0].headers()["retry-after"], "1");
+    let counts = proxy.counts();
+    assert_eq!(counts.manifest_puts + counts.manifest_puts_throttled, 15, "{counts:?}");
+    assert_eq!(counts.manifest_puts_throttled, throttled.len());
+    // Reads pass whatever the quota.
+    for _ in 0..30 {
+        let response = client().get(format!("http://{host}/v2/")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert!(proxy.bound() >= std::time::Duration::from_millis(900), "{:?}", proxy.bound());
+}

@@ -13,7 +13,7 @@ use crate::filter::Filters;
 pub type RegistryOverride = app::Endpoint;
 
 /// Everything the function is told through its environment.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// `SOCI_FILTERS`: which `repository:tag` pushes to index (default `*:*`).
     pub filters: Filters,
@@ -31,6 +31,10 @@ pub struct Config {
     pub concurrency: usize,
     /// `SOCI_MAX_CONNECTIONS`: layer downloads in flight at once, their ranges included (default 16).
     pub max_connections: usize,
+    /// `SOCI_MAX_WRITE_RATE`: manifest writes a second to one registry for the reconcile (background
+    /// work; default 3, under ECR's `PutImage` quota of 10 a second per account), so that a backfill
+    /// leaves most of the quota to pushes. Events are not held under it.
+    pub max_write_rate: f64,
     /// `SOCI_BUILD_TOOL_IDENTIFIER`: written into zTOCs and SOCI indexes.
     pub build_tool_identifier: String,
     /// `LOG_LEVEL`: a level (`info`, `debug`, ...) or `tracing` filter directives.
@@ -107,6 +111,8 @@ impl Config {
             .unwrap_or_else(index::default_concurrency);
         let max_connections = read(parsed("SOCI_MAX_CONNECTIONS"), settings::parse_max_connections)?
             .unwrap_or(registry::DEFAULT_MAX_CONNECTIONS);
+        let max_write_rate = read(parsed("SOCI_MAX_WRITE_RATE"), settings::parse_write_rate)?
+            .unwrap_or(settings::DEFAULT_MAX_WRITE_RATE);
         let build_tool_identifier =
             get("SOCI_BUILD_TOOL_IDENTIFIER").unwrap_or_else(|| DEFAULT_BUILD_TOOL.into());
         let log_filter = log_filter(get("LOG_LEVEL").as_deref().unwrap_or("info"))?;
@@ -123,6 +129,7 @@ impl Config {
             tag_suffix,
             concurrency,
             max_connections,
+            max_write_rate,
             build_tool_identifier,
             log_filter,
             registry_override,
@@ -237,6 +244,7 @@ mod tests {
         assert_eq!(config.tag_suffix, "-soci");
         assert!(config.concurrency >= 1);
         assert_eq!(config.max_connections, 16);
+        assert_eq!(config.max_write_rate, 3.0);
         assert_eq!(config.build_tool_identifier, DEFAULT_BUILD_TOOL);
         assert_eq!(config.log_filter, "warn,index_on_push=info,index=info,registry=info");
         assert_eq!(config.registry_override, None);
@@ -258,6 +266,7 @@ mod tests {
             ("SOCI_TAG_SUFFIX", ".lazy"),
             ("SOCI_CONCURRENCY", "3"),
             ("SOCI_MAX_CONNECTIONS", "40"),
+            ("SOCI_MAX_WRITE_RATE", "0.5"),
             ("SOCI_BUILD_TOOL_IDENTIFIER", "my builder"),
             ("LOG_LEVEL", "DEBUG"),
             ("SOCI_REGISTRY_URL", "http://127.0.0.1:5000/"),
@@ -277,6 +286,7 @@ mod tests {
         assert_eq!(config.tag_suffix, ".lazy");
         assert_eq!(config.concurrency, 3);
         assert_eq!(config.max_connections, 40);
+        assert_eq!(config.max_write_rate, 0.5);
         assert_eq!(config.build_tool_identifier, "my builder");
         assert_eq!(config.log_filter, "warn,index_on_push=debug,index=debug,registry=debug");
         assert_eq!(
@@ -337,6 +347,8 @@ mod tests {
             ("SOCI_CONCURRENCY", "0", "from 1 to 256"),
             ("SOCI_CONCURRENCY", "many", "from 1 to 256"),
             ("SOCI_MAX_CONNECTIONS", "0", "from 1 to 1024"),
+            ("SOCI_MAX_WRITE_RATE", "0", "manifest writes a second above 0"),
+            ("SOCI_MAX_WRITE_RATE", "fast", "manifest writes a second above 0"),
             ("LOG_LEVEL", "verbose", "expected trace, debug"),
             ("SOCI_REGISTRY_URL", "ftp://host", "http:// or https://"),
             ("SOCI_REGISTRY_URL", "http://host/path", "without a path"),

@@ -40,6 +40,14 @@ impl Registries for EcrRegistries {
     fn open(&self, repository: &Repository) -> EcrRepository {
         EcrRepository::new(self.http.open(repository), self.ecr.clone())
     }
+
+    fn open_for(&self, repository: &Repository, run: app::Run) -> EcrRepository {
+        EcrRepository::new(self.http.open_for(repository, run), self.ecr.clone())
+    }
+
+    fn throttled_requests(&self) -> u64 {
+        self.http.throttled_requests()
+    }
 }
 
 /// One repository: the registry client, and ECR's API when it is ECR.

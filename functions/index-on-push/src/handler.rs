@@ -53,6 +53,19 @@ impl Invocation {
         });
         Invocation { request_id: context.request_id.clone(), deadline }
     }
+
+    /// When work is abandoned: the deadline less the [`safety_margin`].
+    pub fn stop_at(&self) -> Option<Instant> {
+        let deadline = self.deadline?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        Some(Instant::now() + remaining.saturating_sub(safety_margin(remaining)))
+    }
+
+    /// How registry handles for this invocation are opened: throttled requests wait until
+    /// [`Invocation::stop_at`], no longer; `background` work is held under `SOCI_MAX_WRITE_RATE`.
+    pub fn run(&self, background: bool) -> app::Run {
+        app::Run { deadline: self.stop_at(), background }
+    }
 }
 
 /// How long before the deadline indexing is abandoned: a tenth of the time left, between 200 ms and
@@ -96,6 +109,7 @@ pub async fn handle<R: Registries, E: CompletionEvents>(
     services: &Services<'_, R, E>,
 ) -> Report {
     let started = Instant::now();
+    let throttled_before = services.registries.throttled_requests();
     let request_id = invocation.request_id.clone();
     let (mut report, announce) = if let Some(expiry) = event::parse_lifecycle(payload) {
         let report = Report::new(request_id, expiry.repository_name.clone());
@@ -114,6 +128,8 @@ pub async fn handle<R: Registries, E: CompletionEvents>(
         }
     };
     report.duration_ms = started.elapsed().as_millis() as u64;
+    // Lambda runs one invocation at a time per execution environment: the difference is this one's.
+    report.throttled = services.registries.throttled_requests().saturating_sub(throttled_before);
     // Everything echoed came from the event: bounded for the log line, the answer and the event.
     let mut report = report.bounded();
     if let Some(bus) = config.completion_event_bus.as_deref().filter(|_| announce) {
@@ -163,13 +179,13 @@ async fn carry_out<R: Registries, E>(
         }
         Plan::PruneTag(target) => {
             report.registry = Some(target.repository.registry().to_owned());
-            let registry = services.registries.open(&target.repository);
+            let registry = services.registries.open_for(&target.repository, invocation.run(false));
             let work = prune_tag(report.clone(), registry, &target.reference, &config.tag_suffix);
             before_deadline(invocation, work).await.unwrap_or_else(|why| report.failed(why, true))
         }
         Plan::PruneRepository(repository) => {
             report.registry = Some(repository.registry().to_owned());
-            let registry = services.registries.open(&repository);
+            let registry = services.registries.open_for(&repository, invocation.run(false));
             let work = prune_repository(report.clone(), registry, &config.tag_suffix);
             before_deadline(invocation, work).await.unwrap_or_else(|why| report.failed(why, true))
         }
@@ -242,7 +258,7 @@ async fn index_image<R: Registries, E>(
     config: &Config,
     services: &Services<'_, R, E>,
 ) -> Report {
-    let registry = Arc::new(services.registries.open(&target.repository));
+    let registry = Arc::new(services.registries.open_for(&target.repository, invocation.run(false)));
     let mut options = config.create_options();
     options.ztoc_cache = services.ztoc_cache.clone();
     let work =

@@ -124,6 +124,8 @@ pub struct Report {
     /// Reconcile of a repository: time ran short, and the rest was queued again.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub requeued: bool,
+    /// Registry requests throttled (429, 503 SlowDown) while handling it: each waited and went on.
+    pub throttled: u64,
     /// Milliseconds from the event's arrival to this report.
     pub duration_ms: u64,
     /// Whether the invocation fails so that Lambda retries it (throttling, 5xx, network, deadline).
@@ -155,6 +157,7 @@ impl Report {
             repositories_listed: 0,
             tags_indexed: 0,
             requeued: false,
+            throttled: 0,
             duration_ms: 0,
             retry: false,
             completion_event_failed: false,
@@ -209,6 +212,7 @@ impl Report {
                     repositories_listed = self.repositories_listed,
                     tags_indexed = self.tags_indexed,
                     requeued = self.requeued,
+                    throttled = self.throttled,
                     duration_ms = self.duration_ms,
                     retry = self.retry,
                     completion_event_failed = self.completion_event_failed,
@@ -248,6 +252,7 @@ impl Report {
                         metric("BytesIndexed", "Bytes"),
                         metric("DurationMs", "Milliseconds"),
                         metric("CompletionEventsFailed", "Count"),
+                        metric("Throttled", "Count"),
                     ],
                 }],
             },
@@ -264,6 +269,7 @@ impl Report {
             "BytesIndexed": self.bytes,
             "DurationMs": self.duration_ms,
             "CompletionEventsFailed": u64::from(self.completion_event_failed),
+            "Throttled": self.throttled,
             // Properties, not metrics: searchable in CloudWatch Logs Insights.
             "requestId": self.request_id,
             "repository": self.repository,

@@ -274,7 +274,8 @@ pub async fn consume<R: Registries, E>(
         Err(why) => return Consumed { report: report.skipped(why), failed: false },
     };
     let progress = Arc::new(Progress::default());
-    let work = reconcile_repository(report.clone(), repository, config, services, progress.clone());
+    let run = invocation.run(true);
+    let work = reconcile_repository(report.clone(), repository, config, services, (progress.clone(), run));
     match before_deadline(invocation, work).await {
         Ok(report) => {
             let failed = report.retry;
@@ -370,9 +371,10 @@ async fn reconcile_repository<R: Registries, E>(
     repository: Repository,
     config: &Config,
     services: &Services<'_, R, E>,
-    progress: Arc<Progress>,
+    (progress, run): (Arc<Progress>, app::Run),
 ) -> Report {
-    let registry = Arc::new(services.registries.open(&repository));
+    // Background work: its writes are held under SOCI_MAX_WRITE_RATE.
+    let registry = Arc::new(services.registries.open_for(&repository, run));
     // Deleted since it was listed: an ordinary race, not a failure.
     if let Err(e) = registry.list_tags().await {
         if e.kind == index::SourceErrorKind::NotFound {

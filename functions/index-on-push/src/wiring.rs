@@ -43,7 +43,9 @@ pub fn registries(
     let credentials = Arc::new(EcrCredentials::new(EcrTokenSource::new(aws_sdk_ecr::Client::new(sdk))));
     let plain_http = config.registry_override.as_ref().is_some_and(|r| r.plain_http);
     let downloads = app::Downloads { max_connections: config.max_connections, ..app::Downloads::default() };
-    let client = app::client_with(plain_http, USER_AGENT, credentials.clone(), downloads)?;
+    // Throttling is counted per invocation (the report's `throttled`, the `Throttled` metric).
+    let writes = app::Writes { max_background_write_rate: Some(config.max_write_rate), on_throttle: None };
+    let client = app::client_writing(plain_http, USER_AGENT, credentials.clone(), downloads, writes)?;
     Ok((HttpRegistries::new(client), credentials))
 }
 

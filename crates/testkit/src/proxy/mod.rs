@@ -6,6 +6,8 @@
 //! - [`ReferrersProxy`]: the OCI 1.1 referrers API and the `OCI-Subject` header.
 //! - [`FaultProxy`]: injected 500/429 answers and blob bodies cut mid-way.
 //! - [`ThrottleProxy`]: every connection capped at a byte rate, connections counted.
+//! - [`QuotaProxy`]: ECR's per-account API quotas (manifest `PUT`s, uploads) shared by all clients,
+//!   429 `TOOMANYREQUESTS` over them.
 //!
 //! Every fixture forwards everything else faithfully (method, path and query, headers including
 //! `Authorization`, streamed bodies both ways), rewrites a `Location` that points at the upstream so
@@ -19,12 +21,14 @@ use http::{Request, StatusCode};
 
 mod fault;
 mod path;
+mod quota;
 mod redirect;
 mod referrers;
 mod relay;
 mod throttle;
 
 pub use fault::{Fault, FaultPlan, FaultProxy, RequestFilter};
+pub use quota::{QuotaCounts, QuotaProxy, Quotas};
 pub use redirect::{RedirectProxy, AUTH_LEAK_MESSAGE};
 pub use referrers::{PushedReferrer, ReferrersProxy, OCI_INDEX_MEDIA_TYPE};
 pub use throttle::ThrottleProxy;

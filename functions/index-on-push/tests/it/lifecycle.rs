@@ -291,3 +291,21 @@ async fn a_work_item_for_a_repository_deleted_since_it_was_listed_is_skipped() {
     let reason = consumed.report.reason.as_deref().unwrap();
     assert!(reason.contains("team/deleted") && reason.contains("no longer exists"), "{reason}");
 }
+
+#[tokio::test]
+async fn a_push_the_registry_throttles_waits_is_indexed_and_counts_the_throttles() {
+    use testkit::proxy::{Fault, FaultPlan, FaultProxy, RequestFilter};
+    let world = world().await;
+    // ECR over its PutImage quota: 429 TOOMANYREQUESTS without Retry-After, for more requests than the
+    // attempt budget of other failures (5) allows.
+    let plan = FaultPlan::new().fail_first(6, Fault::RateExceeded).only(RequestFilter::ManifestPuts);
+    let proxy = FaultProxy::start(world.registry.addr(), plan).await.unwrap();
+    let config = aws::config(format!("http://{}", proxy.host()), &[]);
+    let wired = Wired::new(&world, &config).await;
+    let digest = world.push("team/app", &two_platform_image(40, false), "v1").await;
+    let indexed = wired.dispatch(&event("PUSH", "team/app", "v1", &digest), &config, None).await;
+    assert_eq!(indexed["outcome"], "indexed", "{indexed}");
+    assert_eq!(indexed["throttled"], 6, "{indexed}");
+    assert_eq!(proxy.faults_injected(), 6);
+    assert!(world.exists("team/app", "v1-soci").await);
+}

@@ -12,7 +12,9 @@
 //! A redirect (ECR → S3) is resolved once, by the first range, and its target used for every range
 //! without the registry's credentials; a target that answers 403 or 400 has expired (presigned URLs
 //! do) and is resolved again through the registry. A server that ignores `Range` (200 with the whole
-//! blob) makes the download one stream, as without ranges.
+//! blob) makes the download one stream, as without ranges; when that 200 answers a later range (a
+//! redirect target that does not do ranges, say), the range that got it reads on to the end of the
+//! blob and no further range starts: the prefix is skipped once, not once per range.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -72,6 +74,7 @@ pub(crate) async fn start(
         digest: digest.to_owned(),
         size: plan.size,
         target: Mutex::new(None),
+        whole_from: Mutex::new(None),
     });
     let first_end = plan.reads.range_size.min(plan.size);
     let permit = client.connection_permit().await;
@@ -115,6 +118,9 @@ struct Source {
     /// Where the registry redirected the blob (another origin, such as a presigned S3 URL): `None`
     /// until a redirect is seen, and again once the target has expired.
     target: Mutex<Option<Url>>,
+    /// The start of the earliest range answered with the whole blob (200): that range reads on to the
+    /// end, and none after it is needed.
+    whole_from: Mutex<Option<u64>>,
 }
 
 /// The answer to one range request.
@@ -129,6 +135,22 @@ struct RangeAnswer {
 }
 
 impl Source {
+    /// The range starting at `start` got the whole blob: it becomes the rest of the download unless an
+    /// earlier range already did (then it is not needed).
+    fn claim_whole(&self, start: u64) -> bool {
+        let mut whole_from = self.whole_from.lock().unwrap_or_else(|e| e.into_inner());
+        if whole_from.is_some_and(|earlier| earlier < start) {
+            return false;
+        }
+        *whole_from = Some(start);
+        true
+    }
+
+    /// Whether some range reads on to the end of the blob.
+    fn whole(&self) -> bool {
+        self.whole_from.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
     fn target(&self) -> MutexGuard<'_, Option<Url>> {
         // A plain value: consistent even if a holder panicked.
         self.target.lock().unwrap_or_else(|e| e.into_inner())
@@ -240,6 +262,8 @@ enum Message {
     Permit(OwnedSemaphorePermit),
     /// The next bytes of the range.
     Bytes(Bytes),
+    /// The range got the whole blob (200) and reads on to its end: this many more bytes than its own.
+    Extended(u64),
     /// The range failed for good.
     Failed(Error),
 }
@@ -288,7 +312,10 @@ impl RangedBlob {
             return self.fail(error);
         }
         while !self.done {
-            while self.ranges.len() < self.reads.ranges_in_flight && self.next_start < self.source.size {
+            while self.ranges.len() < self.reads.ranges_in_flight
+                && self.next_start < self.source.size
+                && !self.source.whole()
+            {
                 self.spawn_range(None);
             }
             let Some(front) = self.ranges.front_mut() else {
@@ -301,6 +328,14 @@ impl RangedBlob {
                     front.remaining -= chunk.len() as u64;
                     self.counter.update(&chunk);
                     return Some(Ok(chunk));
+                }
+                Some(Message::Extended(more)) => {
+                    front.remaining += more;
+                    // It brings the rest of the blob: the ranges after it are not needed.
+                    for later in self.ranges.drain(1..) {
+                        later.task.abort();
+                    }
+                    self.next_start = self.source.size;
                 }
                 Some(Message::Failed(error)) => return self.fail(error),
                 None if front.remaining == 0 => {
@@ -368,7 +403,7 @@ async fn fetch_range(
     if sink.send(Message::Permit(permit)).is_err() {
         return;
     }
-    let (start, end) = (range.start, range.end);
+    let (start, mut end) = (range.start, range.end);
     let mut offset = start;
     let mut resumes = Resumes::default();
     let mut buffer = BytesMut::with_capacity(usize::try_from(end - start).unwrap_or(0));
@@ -383,6 +418,18 @@ async fn fetch_range(
                 }
             },
         };
+        if !answer.partial && start > 0 && end < source.size {
+            // The whole blob: read on from here to its end, once, instead of each later range
+            // skipping the same prefix again.
+            if !source.claim_whole(start) {
+                return; // an earlier range reads on through this one
+            }
+            debug!(digest = %source.digest, start, "a range got the whole blob: one stream from here");
+            if sink.send(Message::Extended(source.size - end)).is_err() {
+                return;
+            }
+            end = source.size;
+        }
         let read = read_range(client, &mut answer, &mut offset, end, &mut buffer, &sink).await;
         drop(answer);
         match read {

@@ -30,7 +30,19 @@ pub fn http_client() -> aws_sdk_ecr::config::SharedHttpClient {
 /// `AWS_ENDPOINT_URL_ECR`, `AWS_ENDPOINT_URL_EVENTBRIDGE`, `AWS_ENDPOINT_URL_DYNAMODB` or
 /// `AWS_ENDPOINT_URL` for local stand-ins such as moto), with [`http_client`].
 pub async fn aws_config_from_env() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http_client()).load().await
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(http_client())
+        .retry_config(sdk_retries())
+        .load()
+        .await
+}
+
+/// The AWS SDK's retries: adaptive (a client-side rate limiter that slows down on
+/// `ThrottlingException`), more attempts than the standard 3 so that throttling is waited out;
+/// each call is still bounded by its operation timeout (the zTOC cache's) or the invocation's
+/// deadline.
+pub fn sdk_retries() -> aws_config::retry::RetryConfig {
+    aws_config::retry::RetryConfig::adaptive().with_max_attempts(8)
 }
 
 /// The registries the handler indexes in: one registry client for the life of the execution

@@ -145,6 +145,27 @@ async fn a_server_that_ignores_range_is_read_as_one_stream() {
 }
 
 #[tokio::test]
+async fn a_whole_blob_answering_a_later_range_makes_the_rest_one_stream() {
+    let registry = LocalRegistry::start().await.unwrap();
+    let proxy = ThrottleProxy::start(registry.addr(), 1 << 30).await.unwrap();
+    let repo = repo(&proxy.host(), "ranged/late-200");
+    let blob = random_bytes(40 * RANGE as usize + 5, 14);
+    let digest = sha256_digest(&blob);
+    let client = ranged_client(4, 16);
+    client.push_blob(&repo, &digest, blob.clone()).await.unwrap();
+
+    // The first range is answered 206; every later one 200 with the whole blob.
+    let stream = client.get_blob(&repo, &digest, Some(blob.len() as u64)).await.unwrap();
+    proxy.ignore_range(true);
+    let (got, _) = tokio::time::timeout(Duration::from_secs(60), collect(stream)).await.unwrap().unwrap();
+    assert!(got == blob);
+    let gets: Vec<_> = proxy.requests_log().into_iter().filter(|r| r.method == "GET").collect();
+    let whole = gets.iter().filter(|r| r.status == 200).count();
+    // At most the window's ranges ask before the first 200 is seen: not one whole blob per range (40).
+    assert!(gets.len() <= 1 + 4 && whole >= 1, "{} GETs: {gets:?}", gets.len());
+}
+
+#[tokio::test]
 async fn redirected_ranges_reuse_one_target_without_credentials_and_resolve_it_again_when_it_expires() {
     let registry = LocalRegistry::start_with_basic_auth("ann", "pw-ann").await.unwrap();
     let proxy = RedirectProxy::start(registry.addr()).await.unwrap();

@@ -9,7 +9,7 @@ use crate::build::build_ztocs;
 use crate::error::Error;
 use crate::options::{Binding, CreateOptions};
 use crate::ownership;
-use crate::publish::{publish, soci_tag_holder};
+use crate::publish::{publish, soci_tag_holder, Pushed};
 use crate::registry::Registry;
 use crate::report::{CreateReport, Observer, Outcome, PlatformReport};
 use crate::resolve::{resolve, ResolvedImage};
@@ -72,8 +72,17 @@ pub async fn create<R: Registry>(
         Binding::V2 { soci_tag, .. } => soci_tag_holder(registry.as_ref(), soci_tag).await?,
         Binding::V1 => None,
     };
-    let published = publish(registry.as_ref(), &image, &ztocs, &binding, options).await?;
+    let mut pushed = Pushed::default();
+    let published = match publish(registry.as_ref(), &image, &ztocs, &binding, options, &mut pushed).await {
+        Ok(published) => published,
+        Err(e) => {
+            // Nothing made them visible: what this run pushed by digest is nobody's.
+            remove_unbound(registry.as_ref(), &pushed).await;
+            return Err(e);
+        }
+    };
     if let Some(now) = published.superseded {
+        remove_unbound(registry.as_ref(), &pushed).await;
         let now = now.unwrap_or_else(|| "nothing (deleted)".into());
         tracing::info!(image = %image.digest, now = %now, "the image's tag moved while it was indexed: its SOCI tag left to the newer run");
         report.superseded_by = Some(now);
@@ -105,6 +114,22 @@ async fn clean_up<R: Registry>(registry: &R, old: &str) -> (Vec<String>, Vec<Str
         Err(e) => {
             tracing::warn!(index = %old, error = %crate::error::chain(&e), "the replaced SOCI index was not removed");
             (Vec::new(), Vec::new())
+        }
+    }
+}
+
+/// Removes, best effort, what this run pushed by digest and never bound to the image (unless a tag or
+/// a tagged SOCI index names it: another run may have made the same bytes).
+async fn remove_unbound<R: Registry>(registry: &R, pushed: &Pushed) {
+    if pushed.0.is_empty() {
+        return;
+    }
+    match ownership::remove_unbound(registry, &pushed.0).await {
+        Ok(removed) => {
+            tracing::info!(removed = removed.len(), "removed the manifests of a run that bound nothing")
+        }
+        Err(e) => {
+            tracing::warn!(error = %crate::error::chain(&e), "the manifests of a run that bound nothing stay")
         }
     }
 }

@@ -40,6 +40,11 @@ pub struct Published {
     pub superseded: Option<Option<String>>,
 }
 
+/// The manifests a run pushed by digest, in order: if the run ends before they are bound to the image
+/// (a failure, or superseded), they are nobody's and are removed ([`crate::ownership::remove_unbound`]).
+#[derive(Clone, Debug, Default)]
+pub struct Pushed(pub Vec<String>);
+
 /// Pushes one SOCI index per selected platform that has zTOCs, then binds them to the image.
 pub async fn publish<R: Registry>(
     registry: &R,
@@ -47,6 +52,7 @@ pub async fn publish<R: Registry>(
     ztocs: &HashMap<String, ZtocEntry>,
     binding: &Binding,
     options: &CreateOptions,
+    pushed_by_digest: &mut Pushed,
 ) -> Result<Published, Error> {
     registry
         .push_blob(media::EMPTY_JSON_DIGEST, Bytes::from_static(media::EMPTY_JSON))
@@ -71,6 +77,7 @@ pub async fn publish<R: Registry>(
             .push_manifest(&descriptor.digest, media::OCI_MANIFEST, Bytes::from(bytes))
             .await
             .map_err(registry_error(format!("pushing SOCI index {}", descriptor.digest)))?;
+        pushed_by_digest.0.push(descriptor.digest.clone());
         if pushed.oci_subject.is_none() {
             subjects_without_referrers.push((platform.descriptor.clone(), descriptor.clone()));
         }
@@ -78,7 +85,7 @@ pub async fn publish<R: Registry>(
     }
     match binding {
         Binding::V2 { soci_tag, image_tag } => {
-            bind_v2(registry, image, soci_tag, image_tag, &mut published).await?
+            bind_v2(registry, image, (soci_tag, image_tag), &mut published, pushed_by_digest).await?
         }
         // Every platform's SOCI index is in place before the first fallback tag moves.
         Binding::V1 => {
@@ -96,9 +103,9 @@ pub async fn publish<R: Registry>(
 async fn bind_v2<R: Registry>(
     registry: &R,
     image: &ResolvedImage,
-    soci_tag: &str,
-    image_tag: &str,
+    (soci_tag, image_tag): (&str, &str),
     published: &mut Published,
+    pushed_by_digest: &mut Pushed,
 ) -> Result<(), Error> {
     let entries: Vec<ImageEntry> = image
         .entries
@@ -116,6 +123,7 @@ async fn bind_v2<R: Registry>(
             .push_manifest(&descriptor.digest, media::OCI_MANIFEST, Bytes::from(bytes))
             .await
             .map_err(registry_error(format!("pushing image manifest {}", descriptor.digest)))?;
+        pushed_by_digest.0.push(descriptor.digest.clone());
     }
     let index_digest = ztoc::sha256_digest(&converted.index);
     // The facts the tag move rests on, read again right before it.

@@ -79,6 +79,8 @@ pub struct State {
     untags: bool,
     /// Tags the listing leaves out (a registry whose tag list lags, or a tag pushed after the listing).
     unlisted: Mutex<Vec<String>>,
+    /// References whose manifest pushes fail (a quota, a permission, a deadline).
+    refused: Mutex<Vec<String>>,
     /// Reads of one reference held until this many have arrived (to force a race).
     gate: Mutex<Option<(String, Arc<tokio::sync::Barrier>, usize)>>,
 }
@@ -232,6 +234,11 @@ impl State {
     /// re-pushed just after the listing was read).
     pub fn leave_out_of_listing(&self, tag: &str) {
         self.unlisted.lock().unwrap().push(tag.into());
+    }
+
+    /// Makes every later manifest push to `reference` fail (retryable, as throttling past a deadline).
+    pub fn refuse_pushes_to(&self, reference: &str) {
+        self.refused.lock().unwrap().push(reference.into());
     }
 
     /// The digest `tag` points at, if it exists.
@@ -389,6 +396,13 @@ impl Registry for MemoryRegistry {
         bytes: Bytes,
     ) -> Result<PushedManifest, SourceError> {
         self.enter().await?;
+        if self.refused.lock().unwrap().iter().any(|r| r == reference) {
+            return Err(SourceError::new(
+                SourceErrorKind::Other,
+                true,
+                format!("injected: push to {reference} refused"),
+            ));
+        }
         let subject =
             serde_json::from_slice::<Manifest>(&bytes).ok().and_then(|m| m.subject).map(|s| s.digest);
         let tag = (!reference.starts_with("sha256:")).then_some(reference);

@@ -347,3 +347,58 @@ async fn a_soci_index_covering_none_of_the_layers_is_broken() {
     assert!(status.platforms[0].broken.as_deref().unwrap().contains("covers none"), "{status:?}");
     assert_eq!(create(&registry, "a", IndexVersion::V2).await.outcome, Outcome::Created, "repaired");
 }
+
+#[tokio::test]
+async fn a_run_that_fails_before_binding_removes_what_it_pushed_and_nothing_shared() {
+    for (version, shared) in [(IndexVersion::V2, true), (IndexVersion::V2, false), (IndexVersion::V1, false)]
+    {
+        let registry = MemoryRegistry::with_deletes();
+        let layers = vec![
+            ("linux/amd64".to_string(), vec![layer(110, 30)]),
+            ("linux/arm64".into(), vec![layer(111, 30)]),
+        ];
+        let mut reversed = layers.clone();
+        reversed.reverse();
+        // b is indexed first. Shared: c holds b's platform manifests in another index, so c's SOCI index
+        // manifests and annotated manifests are b's too (v2); else c is an image of its own.
+        let c = if shared { image(Style::Oci, layers, true, false) } else { multi(112) };
+        load(&registry, &image(Style::Oci, reversed, true, false), "b");
+        load(&registry, &c, "c");
+        let b = create(&registry, "b", version).await;
+        match version {
+            IndexVersion::V2 => registry.refuse_pushes_to("c-soci"),
+            IndexVersion::V1 => {
+                for (digest, _, _) in &c.manifests {
+                    registry.refuse_pushes_to(&digest.replacen(':', "-", 1));
+                }
+            }
+        }
+        let before = registry.pushes().len();
+        let err = index::create(
+            Arc::new(registry.clone()),
+            "c",
+            Some("c"),
+            &options(version),
+            Arc::new(index::Silent),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        let pushed: Vec<String> = registry.pushes()[before..]
+            .iter()
+            .filter_map(|p| p.strip_prefix("manifest ").map(str::to_owned))
+            .collect();
+        assert!(!pushed.is_empty(), "{version}: the run pushed manifests by digest");
+        let bs = b.image_index_digest.as_deref().map(|d| registry.manifest(d).unwrap().1);
+        let named_by_b =
+            |digest: &str| bs.as_ref().is_some_and(|bytes| String::from_utf8_lossy(bytes).contains(digest));
+        for digest in &pushed {
+            let kept = registry.manifest(digest).is_some();
+            assert_eq!(kept, named_by_b(digest), "{version}: {digest} kept only if b's index names it");
+        }
+        assert_eq!(pushed.iter().all(|d| named_by_b(d)), shared, "{version}: shared with b: all kept");
+        assert_eq!(pushed.iter().any(|d| registry.manifest(d).is_some()), shared, "{version}: else all gone");
+        let b = index::status(&registry, "b", Some("b"), &options(version)).await.unwrap();
+        assert_eq!(b.state, State::Indexed, "{version}: b's index is whole: {b:?}");
+    }
+}

@@ -584,3 +584,79 @@ async fn the_binary_reaches_eventbridge_and_dynamodb_through_the_endpoint_variab
     assert_eq!((&emf["CompletionEventsFailed"], &emf["Indexed"]), (&json!(1), &json!(1)), "{emf}");
     assert!(queue.take().await.is_empty());
 }
+
+/// A release pushes 40 images at once: 40 execution environments of the binary, each answering one push
+/// event, against docker-registry behind ECR's quotas (manifest PUTs 10 a second, uploads 20, `429
+/// TOOMANYREQUESTS` over them, shared by all). Every image is indexed and no invocation fails (so Lambda
+/// retries none); the figures are printed (`-- --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_pushes_over_ecrs_quota_is_all_indexed_and_none_retried() {
+    use testkit::proxy::{QuotaProxy, Quotas};
+    const BURST: usize = 40;
+    let moto = MotoServer::start().await.unwrap();
+    let sample = Sample::start().await;
+    let proxy = QuotaProxy::start(sample.registry.addr(), Quotas::default()).await.unwrap();
+    let repository = Repository::new(sample.registry.host(), "burst/app").unwrap();
+    let layer_config = LayerConfig { entries: 20, max_file_size: 16 * 1024, pax_percent: 0 };
+    let mut digests = Vec::new();
+    for i in 0..BURST as u64 {
+        let layers = vec![TestLayer::gzip(7000 + i, &layer_config, 6, false)];
+        let image = image(Style::Oci, vec![("linux/amd64".into(), layers)], false, false);
+        for (digest, _, bytes) in &image.blobs {
+            sample.client.push_blob(&repository, digest, Bytes::from(bytes.clone())).await.unwrap();
+        }
+        let (digest, media_type, bytes) = &image.root;
+        sample
+            .client
+            .put_manifest(&repository, &format!("t{i}"), media_type, Bytes::from(bytes.clone()))
+            .await
+            .unwrap();
+        digests.push(digest.clone());
+    }
+    let mut api = RuntimeApi::start().await;
+    let _functions: Vec<tokio::process::Child> = (0..BURST)
+        .map(|_| {
+            start_function(&[
+                ("AWS_LAMBDA_RUNTIME_API", api.addr.to_string()),
+                ("AWS_ENDPOINT_URL_ECR", moto.url()),
+                ("SOCI_REGISTRY_URL", format!("http://{}", proxy.host())),
+                ("SOCI_MIN_LAYER_SIZE", "1000".into()),
+                ("SOCI_SPAN_SIZE", "65536".into()),
+            ])
+        })
+        .collect();
+    let started = Instant::now();
+    for (i, digest) in digests.iter().enumerate() {
+        let mut event = fixture_event();
+        event["detail"]["repository-name"] = json!("burst/app");
+        event["detail"]["image-tag"] = json!(format!("t{i}"));
+        event["detail"]["image-digest"] = json!(digest);
+        api.send(&format!("req-{i}"), event);
+    }
+    let (mut indexed, mut throttled) = (0, 0);
+    for _ in 0..BURST {
+        match api.answer().await.1 {
+            Answer::Response { body, .. } => {
+                assert_eq!(body["outcome"], "indexed", "{body}");
+                indexed += 1;
+                throttled += body["throttled"].as_u64().unwrap_or(0);
+            }
+            Answer::Error { request_id, body } => {
+                panic!("{request_id} failed (Lambda would retry it): {body}")
+            }
+        }
+    }
+    let (wall, bound, counts) = (started.elapsed(), proxy.bound(), proxy.counts());
+    println!(
+        "burst of {BURST} push events through the runtime API: {indexed}/{BURST} indexed in {:.1} s, quota bound \
+         {:.1} s ({} manifest PUTs, {} uploads): {:.2}x; {throttled} requests throttled; upload sessions left \
+         open: {}",
+        wall.as_secs_f64(),
+        bound.as_secs_f64(),
+        counts.manifest_puts,
+        counts.uploads,
+        wall.as_secs_f64() / bound.as_secs_f64(),
+        counts.open_sessions
+    );
+    assert!(counts.manifest_puts_throttled > 0, "the burst was throttled: {counts:?}");
+}

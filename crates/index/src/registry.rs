@@ -204,6 +204,13 @@ pub trait Registry: Send + Sync + 'static {
     fn tag_targets(&self) -> impl Future<Output = Result<Vec<TagTarget>, SourceError>> + Send {
         tag_targets_by_head(self)
     }
+
+    /// Tags whose image the registry keeps but does not serve until it is restored (ECR's archive
+    /// storage class: a pull answers 404, `DescribeImages` says `ARCHIVED` or `ACTIVATING`). None by
+    /// default: the registry API has no such state.
+    fn archived_tags(&self) -> impl Future<Output = Result<Vec<String>, SourceError>> + Send {
+        async { Ok(Vec::new()) }
+    }
 }
 
 /// Every tag and what it points at now, through the registry API: the tag list, then a `HEAD` of each

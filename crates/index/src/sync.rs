@@ -99,11 +99,14 @@ pub async fn sync<R: Registry>(
 ) -> Result<SyncReport, Error> {
     let options = &CreateOptions { build_slots: Some(options.slots()), ..options.clone() };
     let tags = registry.list_tags().await.map_err(registry_error("listing tags"))?;
+    let archived = registry.archived_tags().await.map_err(registry_error("listing archived images"))?;
     let work = tags.iter().map(|tag| {
         let registry = registry.clone();
         let observer = observer.clone();
+        let archived = archived.contains(tag);
         async move {
-            let action = match skip_reason(tag, options, sync) {
+            let skip = if archived { Some(ARCHIVED.to_owned()) } else { skip_reason(tag, options, sync) };
+            let action = match skip {
                 Some(reason) => SyncAction::Skipped { reason },
                 None => sync_tag(registry, tag, options, sync.dry_run, observer.clone()).await,
             };
@@ -117,6 +120,10 @@ pub async fn sync<R: Registry>(
     entries.sort_by_key(|e| tags.iter().position(|t| *t == e.tag));
     Ok(SyncReport { dry_run: sync.dry_run, tags: entries })
 }
+
+/// The reason given for a tag whose image is archived ([`Registry::archived_tags`]).
+pub const ARCHIVED: &str =
+    "archived: the registry keeps the image but does not serve it until it is restored (not indexed)";
 
 /// Tags that are SOCI output by name, or that no filter wants.
 fn skip_reason(tag: &str, options: &CreateOptions, sync: &SyncOptions) -> Option<String> {

@@ -1,14 +1,17 @@
 //! The registry of one ECR repository: the registry API client for everything, plus ECR's own API for
-//! the two things the registry API cannot do well. `DescribeImages` tells every tag, its digest and
-//! media type in a page of up to 1,000 images (instead of a `HEAD` per tag), and `BatchDeleteImage` by
-//! `imageTag` removes one tag and leaves its manifest and other tags (the registry API's only `DELETE`
-//! is by digest, which removes every tag). Deletions use them to remove soci-indexer's own tag when a
-//! user's tag shares the index (see `index`'s ownership rules).
+//! what the registry API cannot do well. `DescribeImages` tells every tag, its digest and media type in
+//! a page of up to 1,000 images (instead of a `HEAD` per tag), and which images are archived (ECR's
+//! archive storage class: kept and described, but a pull answers 404), which `sync` skips.
+//! `BatchDeleteImage` by `imageTag` removes one tag and leaves its manifest and other tags (the registry
+//! API's only `DELETE` is by digest, which removes every tag). Deletions use them to remove
+//! soci-indexer's own tag when a user's tag shares the index (see `index`'s ownership rules).
 //!
 //! With `SOCI_REGISTRY_URL` (a local stand-in), the registry is not ECR: the registry API alone is used.
 
 use aws_sdk_ecr::error::{DisplayErrorContext, ProvideErrorMetadata};
-use aws_sdk_ecr::types::{DescribeImagesFilter, ImageIdentifier, TagStatus};
+use aws_sdk_ecr::types::{
+    DescribeImagesFilter, ImageDetail, ImageIdentifier, ImageStatus, ImageStatusFilter, TagStatus,
+};
 use bytes::Bytes;
 use index::oci::Descriptor;
 use index::{BlobStream, Deletion, FetchedManifest, Location, PushedManifest, SourceError, SourceErrorKind};
@@ -74,8 +77,14 @@ impl EcrRepository {
         self.http.repository().name()
     }
 
-    async fn describe_tagged(&self, ecr: &aws_sdk_ecr::Client) -> Result<Vec<TagTarget>, SourceError> {
-        let filter = DescribeImagesFilter::builder().tag_status(TagStatus::Tagged).build();
+    /// Every tagged image, archived ones included: `DescribeImages` lists only `ACTIVE` images unless
+    /// asked for `ANY`, and an archived image still holds its tags (its SOCI index must not look
+    /// orphaned to a prune).
+    async fn describe_tagged(&self, ecr: &aws_sdk_ecr::Client) -> Result<Vec<ImageDetail>, SourceError> {
+        let filter = DescribeImagesFilter::builder()
+            .tag_status(TagStatus::Tagged)
+            .image_status(ImageStatusFilter::Any)
+            .build();
         let mut pages = ecr
             .describe_images()
             .set_registry_id(self.registry_id())
@@ -84,22 +93,38 @@ impl EcrRepository {
             .max_results(PAGE_SIZE)
             .into_paginator()
             .send();
-        let mut targets = Vec::new();
+        let mut images = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(sdk_error)?;
-            for image in page.image_details() {
-                let Some(digest) = image.image_digest() else { continue };
-                for tag in image.image_tags() {
-                    targets.push(TagTarget {
-                        tag: tag.clone(),
-                        digest: digest.to_owned(),
-                        media_type: image.image_manifest_media_type().map(str::to_owned),
-                    });
-                }
-            }
+            images.extend(page.map_err(sdk_error)?.image_details().iter().cloned());
         }
-        Ok(targets)
+        Ok(images)
     }
+}
+
+/// Every tag of `images` and the digest it names.
+fn targets(images: &[ImageDetail]) -> Vec<TagTarget> {
+    let mut targets = Vec::new();
+    for image in images {
+        let Some(digest) = image.image_digest() else { continue };
+        for tag in image.image_tags() {
+            targets.push(TagTarget {
+                tag: tag.clone(),
+                digest: digest.to_owned(),
+                media_type: image.image_manifest_media_type().map(str::to_owned),
+            });
+        }
+    }
+    targets
+}
+
+/// The tags of images ECR does not serve: `ARCHIVED`, or `ACTIVATING` (being restored). An image
+/// without a status (older APIs, stand-ins) is active.
+pub fn archived_tags(images: &[ImageDetail]) -> Vec<String> {
+    images
+        .iter()
+        .filter(|image| image.image_status().is_some_and(|status| *status != ImageStatus::Active))
+        .flat_map(|image| image.image_tags().iter().cloned())
+        .collect()
 }
 
 /// An ECR API error as the engine's registry error.
@@ -217,8 +242,41 @@ impl Registry for EcrRepository {
 
     async fn tag_targets(&self) -> Result<Vec<TagTarget>, SourceError> {
         match &self.ecr {
-            Some(ecr) => self.describe_tagged(ecr).await,
+            Some(ecr) => Ok(targets(&self.describe_tagged(ecr).await?)),
             None => index::tag_targets_by_head(self).await,
         }
+    }
+
+    async fn archived_tags(&self) -> Result<Vec<String>, SourceError> {
+        match &self.ecr {
+            Some(ecr) => Ok(archived_tags(&self.describe_tagged(ecr).await?)),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(digest: &str, tags: &[&str], status: Option<ImageStatus>) -> ImageDetail {
+        let mut builder = ImageDetail::builder().image_digest(digest).set_image_status(status);
+        for tag in tags {
+            builder = builder.image_tags(*tag);
+        }
+        builder.build()
+    }
+
+    #[test]
+    fn archived_and_activating_images_are_not_served_but_keep_their_tags() {
+        let images = [
+            image("sha256:a", &["1.0", "1.0-soci"], Some(ImageStatus::Active)),
+            image("sha256:b", &["0.9"], Some(ImageStatus::Archived)),
+            image("sha256:c", &["0.8"], Some(ImageStatus::Activating)),
+            image("sha256:d", &["0.7"], None),
+        ];
+        assert_eq!(archived_tags(&images), ["0.9", "0.8"]);
+        let tags: Vec<String> = targets(&images).into_iter().map(|t| t.tag).collect();
+        assert_eq!(tags, ["1.0", "1.0-soci", "0.9", "0.8", "0.7"], "archived images still hold their tags");
     }
 }

@@ -17,7 +17,7 @@ use crate::error::{Error, LayerError};
 use crate::oci::Descriptor;
 use crate::options::CreateOptions;
 use crate::registry::Registry;
-use crate::report::{LayerReport, LayerResult, Observer};
+use crate::report::{BuiltLayer, LayerReport, LayerResult, Observer};
 use crate::reuse;
 use crate::select::layer_size;
 use crate::soci::ZtocEntry;
@@ -44,15 +44,6 @@ enum LeftOut {
         /// The limit.
         limit: u64,
     },
-}
-
-/// One layer's result: its report, and its zTOC when one was pushed.
-#[derive(Clone, Debug)]
-pub struct BuiltLayer {
-    /// What happened.
-    pub report: LayerReport,
-    /// The zTOC as the SOCI index lists it (`None`: left out).
-    pub ztoc: Option<ZtocEntry>,
 }
 
 /// Builds the zTOCs of `layers`, `options.concurrency` at a time (or as the shared `options.build_slots`

@@ -1,40 +1,47 @@
 //! The SOCI engine: what SOCI indexes are, and the pipeline that makes them, over a [`Registry`] trait
 //! (it knows nothing of HTTP).
 //!
-//! The pipeline, [`create()`], runs named phases:
-//! 1. [`resolve`]: fetch the image (manifest or index), refuse non-images and SOCI output, read the
+//! The pipeline, [`create()`], runs named phases (private modules; this list is their map):
+//! 1. `resolve`: fetch the image (manifest or index), refuse non-images and SOCI output, read the
 //!    manifests of the platforms to index;
-//! 2. [`status`]: stop if the image already has the index a run would make (also `status`/`wait`);
-//! 3. [`select`]: which layers get a zTOC (typed [`SkipReason`]s for the others);
-//! 4. [`build`]: reuse a layer's zTOC when the [`cache`] knows one ([`reuse`]), else stream the layer
-//!    through the zTOC builder, largest first, and push its zTOC;
-//! 5. [`publish`]: the SOCI index manifests, then the [`Binding`] (v2 `<tag><suffix>`, or v1 referrers).
+//! 2. `status`: stop if the image already has the index a run would make (also [`status()`]);
+//! 3. `select`: which layers get a zTOC (typed [`SkipReason`]s for the others);
+//! 4. `build`: reuse a layer's zTOC when the [`cache`] knows one and the registry confirms it
+//!    (`reuse`), else stream the layer through the zTOC builder, largest first, and push its zTOC;
+//! 5. `publish`: the SOCI index manifests, then the [`Binding`] (v2 `<tag><suffix>`, or v1 referrers,
+//!    `fallback`).
 //!
-//! Lifecycle verbs sit beside `create`: [`status`] (readiness), [`sync`] (index every tag of a
-//! repository that needs it) and [`prune`] (remove SOCI output whose image is gone).
+//! Lifecycle verbs sit beside `create`: [`status()`] (readiness), [`sync`] (index every tag of a
+//! repository that needs it) and [`prune`] (remove SOCI output whose image is gone). What any of them
+//! may delete is decided in one place, `ownership` (see `docs/deletion.md`).
 //!
-//! The formats: [`oci`] and [`json`] (OCI/Docker manifests written byte for byte as Go writes them),
-//! [`soci`] (the SOCI index manifest), [`convert`] (the v2 image index, as `soci convert` makes it).
+//! The formats: [`oci`] and `json` (OCI/Docker manifests written byte for byte as Go writes them),
+//! `soci` (the SOCI index manifest), `convert` (the v2 image index, as `soci convert` makes it).
+//!
+//! Module dependencies point one way: `report`, `cache`, `media`, `oci` and `registry` at the bottom,
+//! then `resolve`, `select`, `fallback`, `ownership`; `build`, `status`, `publish`; `create`; `sync` and
+//! `prune` on top.
 
-pub mod build;
+mod build;
 pub mod cache;
-pub mod convert;
-pub mod create;
+mod convert;
+mod create;
 mod error;
-pub mod json;
+mod fallback;
+mod json;
 pub mod media;
 pub mod oci;
 mod options;
 mod ownership;
 pub mod prune;
-pub mod publish;
+mod publish;
 mod registry;
 mod report;
-pub mod resolve;
-pub mod reuse;
-pub mod select;
-pub mod soci;
-pub mod status;
+mod resolve;
+mod reuse;
+mod select;
+mod soci;
+mod status;
 pub mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;

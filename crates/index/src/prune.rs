@@ -19,6 +19,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::error::{registry_error, Error};
+pub use crate::fallback::fallback_subject;
 use crate::media;
 use crate::oci::{Descriptor, Index};
 use crate::ownership::{self, current_digests, delete_in_order, plan_removal, Removal, TagView};
@@ -267,12 +268,6 @@ async fn rewrite_without_soci<R: Registry>(registry: &R, tag: &str) -> Result<()
         .await
         .map_err(registry_error(format!("rewriting {tag}")))?;
     Ok(())
-}
-
-/// The subject digest of a referrers fallback tag (`sha256-<64 hex>`).
-pub fn fallback_subject(tag: &str) -> Option<String> {
-    let hex = tag.strip_prefix("sha256-")?;
-    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| format!("sha256:{hex}"))
 }
 
 /// Removes `<tag><suffix>` and what it alone references, if `tag` is gone and it is SOCI output (the

@@ -11,11 +11,12 @@ use bytes::Bytes;
 
 use crate::convert::{self, ImageEntry};
 use crate::error::{registry_error, Error};
+use crate::fallback::{fallback_referrers, fallback_tag};
 use crate::media;
-use crate::oci::{Annotations, Descriptor, Index};
+use crate::oci::{Annotations, Descriptor};
 use crate::options::{Binding, CreateOptions};
-use crate::registry::{Registry, SourceErrorKind};
-use crate::resolve::{parse, ResolvedImage};
+use crate::registry::Registry;
+use crate::resolve::ResolvedImage;
 use crate::soci::{self, ZtocEntry};
 
 /// Attempts at merging an entry into a v1 fallback index that other writers update too.
@@ -155,22 +156,6 @@ pub async fn soci_tag_holder<R: Registry>(registry: &R, soci_tag: &str) -> Resul
     match crate::ownership::as_soci_image_index(&fetched.bytes) {
         Some(_) => Ok(Some(fetched.digest)),
         None => Err(Error::SociTagTaken { tag: soci_tag.into(), digest: fetched.digest }),
-    }
-}
-
-/// The referrers tag schema's tag for `digest`: `sha256-<hex>`.
-pub fn fallback_tag(digest: &str) -> String {
-    digest.replacen(':', "-", 1)
-}
-
-/// The referrers index under the fallback tag of `digest` (empty when there is none).
-pub async fn fallback_referrers<R: Registry>(registry: &R, digest: &str) -> Result<Index, Error> {
-    let tag = fallback_tag(digest);
-    match registry.get_manifest(&tag).await {
-        Ok(Some(fetched)) => parse(&fetched.digest, &fetched.bytes),
-        Ok(None) => Ok(Index::default()),
-        Err(e) if e.kind == SourceErrorKind::NotFound => Ok(Index::default()),
-        Err(e) => Err(registry_error(format!("fetching referrers tag {tag}"))(e)),
     }
 }
 

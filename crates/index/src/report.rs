@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Serialize, Serializer};
 
-use crate::soci::IndexVersion;
+use crate::soci::{IndexVersion, ZtocEntry};
 
 /// Hooks for progress display (CLI) or logs (Lambda). All methods default to doing nothing.
 pub trait Observer: Send + Sync {
@@ -15,7 +15,7 @@ pub trait Observer: Send + Sync {
     /// A layer is done (indexed, or left out).
     fn layer_finished(&self, _report: &LayerReport) {}
     /// `sync`: a tag is done (indexed, skipped, failed...).
-    fn tag_finished(&self, _entry: &crate::sync::SyncEntry) {}
+    fn tag_finished(&self, _entry: &SyncEntry) {}
 }
 
 /// An observer that observes nothing.
@@ -193,4 +193,84 @@ impl CreateReport {
     pub fn layers_reused(&self) -> usize {
         self.layers.iter().filter(|l| matches!(l.result, LayerResult::Reused { .. })).count()
     }
+}
+
+/// How lazy-loadable an image is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// Every platform with eligible layers has its SOCI index, bound to this image.
+    Indexed,
+    /// No SOCI index for this image.
+    NotIndexed,
+    /// v2: `<tag><suffix>` exists but binds another image (the tag was re-pointed since).
+    Stale,
+    /// Some platforms with eligible layers have no SOCI index.
+    Partial,
+    /// A SOCI index is there but cannot work: it, or a zTOC it names, is gone, or it covers none of
+    /// its platform's eligible layers. `create` and `sync` rebuild it.
+    Broken,
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            State::Indexed => "indexed",
+            State::NotIndexed => "not-indexed",
+            State::Stale => "stale",
+            State::Partial => "partial",
+            State::Broken => "broken",
+        })
+    }
+}
+
+/// What happened to one tag.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum SyncAction {
+    /// Indexed now.
+    Indexed {
+        /// The state before.
+        was: State,
+        /// Layers built.
+        layers_indexed: usize,
+        /// Layers whose zTOC was reused.
+        layers_reused: usize,
+    },
+    /// Dry run: would be indexed.
+    WouldIndex {
+        /// The state now.
+        state: State,
+    },
+    /// Already indexed: nothing built.
+    AlreadyIndexed,
+    /// Not for indexing (SOCI output, no filter matches, not an image, nothing eligible).
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+    /// Indexing failed.
+    Failed {
+        /// The error, with its causes.
+        error: String,
+    },
+}
+
+/// One tag and what happened to it.
+#[derive(Clone, Debug, Serialize)]
+pub struct SyncEntry {
+    /// The tag.
+    pub tag: String,
+    /// What happened.
+    #[serde(flatten)]
+    pub action: SyncAction,
+}
+
+/// One layer's result: its report, and its zTOC when one was pushed.
+#[derive(Clone, Debug)]
+pub struct BuiltLayer {
+    /// What happened.
+    pub report: LayerReport,
+    /// The zTOC as the SOCI index lists it (`None`: left out).
+    pub ztoc: Option<ZtocEntry>,
 }

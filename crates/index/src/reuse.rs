@@ -13,11 +13,10 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
-use crate::build::BuiltLayer;
 use crate::cache::{CacheKey, CachedZtoc, ReuseKind, ZtocCache};
 use crate::oci::Descriptor;
 use crate::registry::{Location, Registry, SourceError};
-use crate::report::{LayerReport, LayerResult};
+use crate::report::{BuiltLayer, LayerReport, LayerResult};
 use crate::select::layer_size;
 use crate::soci::ZtocEntry;
 

@@ -7,43 +7,15 @@ use serde::Serialize;
 
 use crate::convert;
 use crate::error::{registry_error, Error};
+use crate::fallback::fallback_referrers;
 use crate::media;
 use crate::oci::{Index, Manifest};
 use crate::options::{Binding, CreateOptions};
-use crate::publish::fallback_referrers;
 use crate::registry::Registry;
+pub use crate::report::State;
 use crate::resolve::{resolve, PlatformImage, ResolvedImage};
 use crate::select::eligibility;
 use crate::soci::IndexVersion;
-
-/// How lazy-loadable an image is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum State {
-    /// Every platform with eligible layers has its SOCI index, bound to this image.
-    Indexed,
-    /// No SOCI index for this image.
-    NotIndexed,
-    /// v2: `<tag><suffix>` exists but binds another image (the tag was re-pointed since).
-    Stale,
-    /// Some platforms with eligible layers have no SOCI index.
-    Partial,
-    /// A SOCI index is there but cannot work: it, or a zTOC it names, is gone, or it covers none of
-    /// its platform's eligible layers. `create` and `sync` rebuild it.
-    Broken,
-}
-
-impl std::fmt::Display for State {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            State::Indexed => "indexed",
-            State::NotIndexed => "not-indexed",
-            State::Stale => "stale",
-            State::Partial => "partial",
-            State::Broken => "broken",
-        })
-    }
-}
 
 /// One platform's readiness.
 #[derive(Clone, Debug, Serialize)]

@@ -8,10 +8,11 @@ use serde::Serialize;
 
 use crate::create::create;
 use crate::error::{chain, registry_error, Error};
+use crate::fallback::fallback_subject;
 use crate::options::CreateOptions;
-use crate::prune::fallback_subject;
 use crate::registry::Registry;
 use crate::report::{Observer, Outcome};
+pub use crate::report::{SyncAction, SyncEntry};
 use crate::soci::IndexVersion;
 use crate::status::{status, State};
 
@@ -23,48 +24,6 @@ pub struct SyncOptions {
     pub concurrency: usize,
     /// Say what would be done, change nothing.
     pub dry_run: bool,
-}
-
-/// What happened to one tag.
-#[derive(Clone, Debug, Serialize)]
-#[serde(tag = "action", rename_all = "kebab-case")]
-pub enum SyncAction {
-    /// Indexed now.
-    Indexed {
-        /// The state before.
-        was: State,
-        /// Layers built.
-        layers_indexed: usize,
-        /// Layers whose zTOC was reused.
-        layers_reused: usize,
-    },
-    /// Dry run: would be indexed.
-    WouldIndex {
-        /// The state now.
-        state: State,
-    },
-    /// Already indexed: nothing built.
-    AlreadyIndexed,
-    /// Not for indexing (SOCI output, no filter matches, not an image, nothing eligible).
-    Skipped {
-        /// Why.
-        reason: String,
-    },
-    /// Indexing failed.
-    Failed {
-        /// The error, with its causes.
-        error: String,
-    },
-}
-
-/// One tag and what happened to it.
-#[derive(Clone, Debug, Serialize)]
-pub struct SyncEntry {
-    /// The tag.
-    pub tag: String,
-    /// What happened.
-    #[serde(flatten)]
-    pub action: SyncAction,
 }
 
 /// What `sync` did, tag by tag.

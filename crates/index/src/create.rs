@@ -25,9 +25,34 @@ pub async fn create<R: Registry>(
     options: &CreateOptions,
     observer: Arc<dyn Observer>,
 ) -> Result<CreateReport, Error> {
-    let started = Instant::now();
-    let binding = options.binding(tag)?;
+    let target = Target { reference, tag, started: Instant::now() };
+    options.binding(tag)?;
     let image = resolve(registry.as_ref(), reference, &options.platforms, options.index_version).await?;
+    create_resolved(registry, target, image, None, options, observer).await
+}
+
+/// The image a run indexes, as named, and when the run started.
+pub(crate) struct Target<'a> {
+    /// The tag or digest.
+    pub(crate) reference: &'a str,
+    /// The image's tag (v2 needs it).
+    pub(crate) tag: Option<&'a str>,
+    /// When the run started (the report's duration).
+    pub(crate) started: Instant,
+}
+
+/// [`create`] of an image already resolved. `checked`: its status, read moments ago by the caller
+/// (`sync`), so that the image is not read twice; `None`: read it here (unless `--force`).
+pub(crate) async fn create_resolved<R: Registry>(
+    registry: Arc<R>,
+    target: Target<'_>,
+    image: ResolvedImage,
+    checked: Option<StatusReport>,
+    options: &CreateOptions,
+    observer: Arc<dyn Observer>,
+) -> Result<CreateReport, Error> {
+    let Target { reference, tag, started } = target;
+    let binding = options.binding(tag)?;
     // A `<tag><suffix>` that is a user's own image is refused before anything is built.
     if let Binding::V2 { soci_tag, .. } = &binding {
         soci_tag_holder(registry.as_ref(), soci_tag).await?;
@@ -39,7 +64,10 @@ pub async fn create<R: Registry>(
         Ok(report)
     };
     if !options.force {
-        let status = image_status(registry.as_ref(), reference, &image, &binding, options).await?;
+        let status = match checked {
+            Some(status) => status,
+            None => image_status(registry.as_ref(), reference, &image, &binding, options).await?,
+        };
         if status.state == State::Indexed {
             record_found(&mut report, status);
             return finish(report, Outcome::AlreadyIndexed);

@@ -66,9 +66,20 @@ pub async fn status<R: Registry>(
     tag: Option<&str>,
     options: &CreateOptions,
 ) -> Result<StatusReport, Error> {
+    Ok(resolved_status(registry, reference, tag, options).await?.1)
+}
+
+/// [`status`], with the image as it was resolved for it (which `sync` hands on to `create`).
+pub(crate) async fn resolved_status<R: Registry>(
+    registry: &R,
+    reference: &str,
+    tag: Option<&str>,
+    options: &CreateOptions,
+) -> Result<(ResolvedImage, StatusReport), Error> {
     let binding = options.binding(tag)?;
     let image = resolve(registry, reference, &options.platforms, options.index_version).await?;
-    image_status(registry, reference, &image, &binding, options).await
+    let status = image_status(registry, reference, &image, &binding, options).await?;
+    Ok((image, status))
 }
 
 /// [`status`] of an image already resolved.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::create::create;
+use crate::create::{create_resolved, Target};
 use crate::error::{chain, registry_error, Error};
 use crate::fallback::fallback_subject;
 use crate::options::CreateOptions;
@@ -14,7 +14,7 @@ use crate::registry::Registry;
 use crate::report::{Observer, Outcome};
 pub use crate::report::{SyncAction, SyncEntry};
 use crate::soci::IndexVersion;
-use crate::status::{status, State};
+use crate::status::{resolved_status, State};
 
 /// Which tags `sync` considers, and how.
 pub struct SyncOptions {
@@ -105,15 +105,18 @@ async fn sync_tag<R: Registry>(
     dry_run: bool,
     observer: Arc<dyn Observer>,
 ) -> SyncAction {
-    let was = match status(registry.as_ref(), tag, Some(tag), options).await {
-        Ok(report) if report.state == State::Indexed => return SyncAction::AlreadyIndexed,
-        Ok(report) => report.state,
+    // One read of the image: the status resolves it, and create goes on from there.
+    let (image, checked) = match resolved_status(registry.as_ref(), tag, Some(tag), options).await {
+        Ok((_, report)) if report.state == State::Indexed => return SyncAction::AlreadyIndexed,
+        Ok(resolved) => resolved,
         Err(e) => return failure(e),
     };
+    let was = checked.state;
     if dry_run {
         return SyncAction::WouldIndex { state: was };
     }
-    match create(registry, tag, Some(tag), options, observer).await {
+    let target = Target { reference: tag, tag: Some(tag), started: std::time::Instant::now() };
+    match create_resolved(registry, target, image, Some(checked), options, observer).await {
         Ok(report) => match report.outcome {
             Outcome::Created => SyncAction::Indexed {
                 was,

@@ -270,3 +270,30 @@ async fn prune_tag_removes_one_deleted_tags_index_only() {
     assert!(registry.manifest("b-soci").is_some(), "only the deleted tag's index");
     assert!(prune_tag(&registry, "a", "-soci", false).await.unwrap().is_none(), "nothing left to do");
 }
+
+#[tokio::test]
+async fn sync_reads_each_image_once_and_hands_it_to_create() {
+    // What status then create cost on their own, against what sync pays for the same tag.
+    let separate = MemoryRegistry::with_deletes();
+    load(&separate, &one_layer(50), "v1");
+    let before = separate.calls();
+    index::status(&separate, "v1", Some("v1"), &options(IndexVersion::V2)).await.unwrap();
+    create(&separate, "v1", IndexVersion::V2).await;
+    let separately = separate.calls() - before;
+
+    let synced = MemoryRegistry::with_deletes();
+    load(&synced, &one_layer(50), "v1");
+    let before = synced.calls();
+    let report = sync(
+        Arc::new(synced.clone()),
+        &options(IndexVersion::V2),
+        &everything(false),
+        Arc::new(index::Silent),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(action(&report, "v1"), SyncAction::Indexed { .. }), "{report:?}");
+    let together = synced.calls() - before - 1; // less its tag listing
+                                                // The image (one manifest) and the status's reads of the absent v1-soci: three calls saved.
+    assert!(together + 3 <= separately, "sync: {together} registry calls, status + create: {separately}");
+}

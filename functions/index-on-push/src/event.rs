@@ -1,4 +1,6 @@
-//! The input: Amazon ECR's `ECR Image Action` event as EventBridge delivers it.
+//! The input: Amazon ECR's events as EventBridge delivers them (shapes from ECR's "Amazon ECR events and
+//! EventBridge" documentation). Three detail-types share one `detail` shape here, each with its own
+//! fields:
 //!
 //! ```json
 //! {"version": "0", "id": "...", "detail-type": "ECR Image Action", "source": "aws.ecr",
@@ -8,6 +10,13 @@
 //!             "manifest-media-type": "application/vnd.oci.image.manifest.v1+json",
 //!             "artifact-media-type": "application/vnd.oci.image.config.v1+json"}}
 //! ```
+//!
+//! - `ECR Image Action`: `action-type` `PUSH`, `DELETE` or `UPDATE_STORAGE_CLASS` (with
+//!   `target-storage-class` `ARCHIVE` or `STANDARD`, and `last-activated-at` on a restore; no tag);
+//! - `ECR Replication Action`: `action-type` `REPLICATE`, `result`, `source-account`, `source-region`,
+//!   sent in the destination registry when an image replicated into it;
+//! - `ECR Pull Through Cache Action`: `sync-status`, `ecr-repository-prefix`, `upstream-registry-url`,
+//!   sent when ECR cached (or tried to cache) an upstream image.
 //!
 //! `image-tag` is absent or `""` for a push by digest (the platform manifests of a multi-platform
 //! push, soci's own index manifests); `manifest-media-type` and `artifact-media-type` are only in newer
@@ -20,12 +29,16 @@ use serde::{Deserialize, Serialize};
 pub const SOURCE: &str = "aws.ecr";
 /// The `detail-type` of pushes (and deletes, and storage class changes).
 pub const DETAIL_TYPE: &str = "ECR Image Action";
+/// The `detail-type` of an image replicated into this registry (cross-region or cross-account).
+pub const REPLICATION_DETAIL_TYPE: &str = "ECR Replication Action";
+/// The `detail-type` of an image cached by a pull through cache rule.
+pub const PULL_THROUGH_CACHE_DETAIL_TYPE: &str = "ECR Pull Through Cache Action";
 
-/// An ECR image action as delivered by EventBridge.
+/// An ECR image, replication or pull through cache action as delivered by EventBridge.
 pub type EcrEvent = EventBridgeEvent<ImageAction>;
 
-/// The `detail` of an `ECR Image Action`. Missing fields read as empty, so that an odd event is skipped
-/// with a reason rather than rejected.
+/// The `detail` of an `ECR Image Action`, `ECR Replication Action` or `ECR Pull Through Cache Action`.
+/// Missing fields read as empty, so that an odd event is skipped with a reason rather than rejected.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct ImageAction {
@@ -50,6 +63,24 @@ pub struct ImageAction {
     /// The artifact type: the config media type of a manifest (newer events only).
     #[serde(default)]
     pub artifact_media_type: Option<String>,
+    /// `UPDATE_STORAGE_CLASS`: `ARCHIVE` (archived) or `STANDARD` (restored).
+    #[serde(default)]
+    pub target_storage_class: Option<String>,
+    /// A restore: when the image was last restored.
+    #[serde(default)]
+    pub last_activated_at: Option<String>,
+    /// A replication: the account the image came from.
+    #[serde(default)]
+    pub source_account: Option<String>,
+    /// A replication: the region the image came from.
+    #[serde(default)]
+    pub source_region: Option<String>,
+    /// A pull through cache action: `SUCCESS` or not.
+    #[serde(default)]
+    pub sync_status: Option<String>,
+    /// A pull through cache action: the upstream registry, e.g. `public.ecr.aws`.
+    #[serde(default)]
+    pub upstream_registry_url: Option<String>,
 }
 
 impl ImageAction {
@@ -71,6 +102,11 @@ impl ImageAction {
     /// The artifact media type, if the event tells it.
     pub fn artifact_media_type(&self) -> Option<&str> {
         non_empty(&self.artifact_media_type)
+    }
+
+    /// The target storage class of a storage class change, if the event tells it.
+    pub fn target_storage_class(&self) -> Option<&str> {
+        non_empty(&self.target_storage_class)
     }
 }
 
@@ -213,6 +249,35 @@ mod tests {
         let scan = fixture("scan-event.json");
         assert_eq!(scan.detail_type, "ECR Image Scan");
         assert_eq!(scan.detail.action_type, "");
+    }
+
+    #[test]
+    fn replication_archive_restore_and_pull_through_cache_in_ecrs_documented_shapes() {
+        let replicated = fixture("replication-event.json");
+        assert_eq!(replicated.detail_type, REPLICATION_DETAIL_TYPE);
+        assert_eq!(
+            (replicated.detail.action_type.as_str(), replicated.detail.result.as_str()),
+            ("REPLICATE", "SUCCESS")
+        );
+        assert_eq!(replicated.detail.source_region.as_deref(), Some("us-west-2"));
+        assert_eq!(replicated.detail.tag(), Some("latest"));
+        assert_eq!(fixture("replication-failed-event.json").detail.result, "FAILED");
+
+        let archived = fixture("archive-event.json");
+        assert_eq!(archived.detail.action_type, "UPDATE_STORAGE_CLASS");
+        assert_eq!(archived.detail.target_storage_class(), Some("ARCHIVE"));
+        assert_eq!(archived.detail.tag(), None, "ECR's storage class events carry no tag");
+        let restored = fixture("restore-event.json");
+        assert_eq!(restored.detail.target_storage_class(), Some("STANDARD"));
+        assert!(restored.detail.last_activated_at.is_some());
+
+        let cached = fixture("pull-through-cache-event.json");
+        assert_eq!(cached.detail_type, PULL_THROUGH_CACHE_DETAIL_TYPE);
+        assert_eq!(cached.detail.sync_status.as_deref(), Some("SUCCESS"));
+        assert_eq!(cached.detail.upstream_registry_url.as_deref(), Some("public.ecr.aws"));
+        assert_eq!(cached.detail.repository_name, "ecr-public/docker/library/alpine");
+        assert_eq!(cached.detail.tag(), Some("3.17.2"));
+        assert_eq!(cached.detail.action_type, "", "a pull through cache action has no action-type");
     }
 
     #[test]

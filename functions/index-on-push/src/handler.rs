@@ -183,6 +183,10 @@ async fn carry_out<R: Registries, E>(
             let work = prune_tag(report.clone(), registry, &target.reference, &config.tag_suffix);
             before_deadline(invocation, work).await.unwrap_or_else(|why| report.failed(why, true))
         }
+        Plan::IndexRestored(target) => {
+            report.registry = Some(target.repository.registry().to_owned());
+            index_restored(report, &target, invocation, config, services).await
+        }
         Plan::PruneRepository(repository) => {
             report.registry = Some(repository.registry().to_owned());
             let registry = services.registries.open_for(&repository, invocation.run(false));
@@ -277,6 +281,97 @@ async fn index_image<R: Registries, E>(
     }
 }
 
+/// A restored image (v2): indexes each tag that names its digest now and that the filters select (what
+/// a push of that tag would have done). A tag whose image ECR still lists as archived or being restored
+/// fails the invocation for Lambda to retry (ECR answers its pull with 404 until it is active).
+async fn index_restored<R: Registries, E>(
+    report: Report,
+    target: &Target,
+    invocation: &Invocation,
+    config: &Config,
+    services: &Services<'_, R, E>,
+) -> Report {
+    use index::Registry as _;
+    let digest = target.reference.as_str();
+    let registry = services.registries.open_for(&target.repository, invocation.run(false));
+    let listed = before_deadline(invocation, async {
+        let targets = registry.tag_targets().await?;
+        Ok::<_, index::SourceError>((targets, registry.archived_tags().await?))
+    })
+    .await;
+    let (targets, archived) = match listed {
+        Ok(Ok(listed)) => listed,
+        Ok(Err(e)) => {
+            let retry = e.retryable;
+            return report.failed(format!("listing the tags of the restored image {digest}: {e}"), retry);
+        }
+        Err(why) => return report.failed(why, true),
+    };
+    let named: Vec<String> = targets.into_iter().filter(|t| t.digest == digest).map(|t| t.tag).collect();
+    let tags = plan::restored_tags(target.repository.name(), &named, config);
+    if tags.is_empty() {
+        let named = if named.is_empty() { "none".to_owned() } else { named.join(", ") };
+        return report.skipped(format!(
+            "restored image {digest}: no tag of it to index (its tags: {named}; own output, off the tag \
+             grammar or matching no filter are left)"
+        ));
+    }
+    if let Some(tag) = tags.iter().find(|tag| archived.contains(tag)) {
+        return report.failed(
+            format!("restored image {digest} ({tag}) is not served yet (ECR still lists it as archived or activating)"),
+            true,
+        );
+    }
+    let mut reports = Vec::new();
+    for tag in &tags {
+        let mut one = report.clone();
+        one.tag = Some(tag.clone());
+        let by_tag =
+            Target { repository: target.repository.clone(), reference: tag.clone(), tag: Some(tag.clone()) };
+        reports.push(index_image(one, &by_tag, invocation, config, services).await);
+    }
+    merge_restored(reports)
+}
+
+/// One report for the tags of a restored image: the first tag's when there is one; else failed if any
+/// failed (retried if any asks), indexed if any was, and each tag's outcome in the reason.
+fn merge_restored(mut reports: Vec<Report>) -> Report {
+    if reports.len() == 1 {
+        return reports.remove(0);
+    }
+    let mut merged = reports[0].clone();
+    merged.tag = None;
+    let outcome = |wanted: Outcome| reports.iter().any(|r| r.outcome == wanted);
+    merged.outcome = if outcome(Outcome::Failed) {
+        Outcome::Failed
+    } else if outcome(Outcome::Indexed) {
+        Outcome::Indexed
+    } else {
+        Outcome::Skipped
+    };
+    merged.retry = reports.iter().any(|r| r.retry);
+    for other in &reports[1..] {
+        merged.layers_indexed += other.layers_indexed;
+        merged.layers_reused += other.layers_reused;
+        merged.layers_skipped += other.layers_skipped;
+        merged.bytes += other.bytes;
+        merged.soci_indexes.extend(other.soci_indexes.iter().cloned());
+        if other.outcome == Outcome::Indexed {
+            merged.index_digest.clone_from(&other.index_digest);
+            merged.pushed_tag.clone_from(&other.pushed_tag);
+        }
+    }
+    let each: Vec<String> = reports
+        .iter()
+        .map(|r| {
+            let why = r.reason.as_deref().map(|why| format!(" ({why})")).unwrap_or_default();
+            format!("{}: {}{why}", r.tag.as_deref().unwrap_or_default(), r.outcome.as_str())
+        })
+        .collect();
+    merged.reason = Some(format!("restored image, {} tags: {}", reports.len(), each.join("; ")));
+    merged
+}
+
 fn created_report(mut report: Report, created: CreateReport) -> Report {
     let mut left_out: Vec<String> = Vec::new();
     for layer in &created.layers {
@@ -336,7 +431,8 @@ pub fn failure_reason(error: &index::Error) -> String {
         }
         Some(index::SourceErrorKind::TagImmutable) => {
             " (the repository's tags are IMMUTABLE: a stale <tag><suffix> cannot be replaced; the function \
-             prunes it when its image is deleted; delete it by hand and push again)"
+             prunes it when its image is deleted; delete it by hand and push again. ECR's immutable tag \
+             exclusion filters can keep the repository IMMUTABLE except for *-soci)"
         }
         _ => "",
     };

@@ -22,6 +22,9 @@ pub enum Plan {
     /// An image was deleted by digest, or under v1, or expired: remove every SOCI output of the
     /// repository whose image is gone.
     PruneRepository(Repository),
+    /// An archived image was restored (v2; ECR's restore event names the digest only): index the tags
+    /// that name `reference` (the digest) now, those the filters select ([`restored_tags`]).
+    IndexRestored(Target),
 }
 
 /// The image to index.
@@ -98,8 +101,22 @@ pub fn plan_lifecycle(expiry: &event::LifecycleExpiry, config: &Config) -> Plan 
 /// What the event is about.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Action {
+    /// A push, a replication into this registry, or a pull through cache action: an image arrived.
     Push,
     Delete,
+    /// An archived image was restored (`UPDATE_STORAGE_CLASS` to `STANDARD`).
+    Restore,
+}
+
+/// The tags of a restored image to index: those `candidates` (the tags naming its digest now) that
+/// follow the tag grammar, are not soci-indexer's own output and that the filters select.
+pub fn restored_tags(repository: &str, candidates: &[String], config: &Config) -> Vec<String> {
+    candidates
+        .iter()
+        .filter(|tag| check_tag(tag).is_ok() && check_not_own_output(tag, config).is_ok())
+        .filter(|tag| config.filters.check(repository, tag).is_ok())
+        .cloned()
+        .collect()
 }
 
 fn decide(event: &EcrEvent, config: &Config) -> Result<Plan, String> {
@@ -122,15 +139,21 @@ fn decide(event: &EcrEvent, config: &Config) -> Result<Plan, String> {
         check_not_own_output(tag, config)?;
     }
     match (action, tag) {
-        (Action::Delete, None) => {
+        (Action::Delete | Action::Restore, None) => {
             if !config.filters.may_select_repository(name) {
                 return Err(format!("repository {name} matches no filter of SOCI_FILTERS"));
             }
         }
         _ => config.filters.check(name, tag.unwrap_or(""))?,
     }
+    // A v2 restore is indexed by the tags naming its digest now (ECR's restore event has no tag).
+    let restore_by_tags = action == Action::Restore && config.index_version == IndexVersion::V2;
     let reference = match action {
         Action::Push => Some(reference(config.index_version, tag, digest)?),
+        Action::Restore if restore_by_tags => {
+            Some(digest.ok_or("the restore event has no image-digest: its tags cannot be found")?)
+        }
+        Action::Restore => Some(reference(config.index_version, tag, digest)?),
         Action::Delete => None,
     };
     let repository = repository(event.account.as_deref(), event.region.as_deref(), name, config)?;
@@ -138,7 +161,10 @@ fn decide(event: &EcrEvent, config: &Config) -> Result<Plan, String> {
         return Err(format!("image-digest {:?} is not a sha256 digest", digest.unwrap_or_default()));
     }
     Ok(match (action, reference, tag) {
-        (Action::Push, Some(reference), _) => {
+        (Action::Restore, Some(reference), _) if restore_by_tags => {
+            Plan::IndexRestored(Target { repository, reference: reference.to_owned(), tag: None })
+        }
+        (Action::Push | Action::Restore, Some(reference), _) => {
             Plan::Index(Target { repository, reference: reference.to_owned(), tag: tag.map(str::to_owned) })
         }
         // v2 output is named after the tag; v1 output (and a delete by digest) is found by listing.
@@ -149,25 +175,75 @@ fn decide(event: &EcrEvent, config: &Config) -> Result<Plan, String> {
     })
 }
 
-/// A successful push or delete of an ECR image action, else why not.
+/// What a successful ECR event asks, else why it is skipped: an `ECR Image Action` `PUSH`, `DELETE` or
+/// `UPDATE_STORAGE_CLASS` to `STANDARD` (a restore; `ARCHIVE` is skipped: an archived image cannot be
+/// pulled), an `ECR Replication Action` `REPLICATE` (indexed as a push), an `ECR Pull Through Cache
+/// Action` (indexed as a push: a cached repository is an ordinary repository).
 fn check_action(event: &EcrEvent) -> Result<Action, String> {
-    if event.source != event::SOURCE || event.detail_type != event::DETAIL_TYPE {
-        return Err(format!(
-            "not an ECR image action (source {:?}, detail-type {:?})",
-            event.source, event.detail_type
-        ));
-    }
     let detail = &event.detail;
+    if event.source != event::SOURCE {
+        return Err(not_ecr(event));
+    }
+    let success = |what: &str, result: &str| {
+        if result == "SUCCESS" {
+            Ok(())
+        } else {
+            Err(format!("{what} {result:?}, not SUCCESS"))
+        }
+    };
+    match event.detail_type.as_str() {
+        event::DETAIL_TYPE => {}
+        event::REPLICATION_DETAIL_TYPE => {
+            if detail.action_type != "REPLICATE" {
+                return Err(format!("replication action-type {:?}, not REPLICATE", detail.action_type));
+            }
+            success("replication result", &detail.result)?;
+            return Ok(Action::Push);
+        }
+        event::PULL_THROUGH_CACHE_DETAIL_TYPE => {
+            success("pull through cache sync-status", detail.sync_status.as_deref().unwrap_or_default())?;
+            return Ok(Action::Push);
+        }
+        _ => return Err(not_ecr(event)),
+    }
     let action = match detail.action_type.as_str() {
         "PUSH" => Action::Push,
         "DELETE" => Action::Delete,
+        "UPDATE_STORAGE_CLASS" => match detail.target_storage_class() {
+            Some("STANDARD") => Action::Restore,
+            Some("ARCHIVE") => {
+                success("archive result", &detail.result)?;
+                return Err(ARCHIVED.into());
+            }
+            other => {
+                return Err(format!(
+                "action-type \"UPDATE_STORAGE_CLASS\" with target-storage-class {:?}, neither ARCHIVE nor \
+                     STANDARD: not PUSH or DELETE either",
+                other.unwrap_or_default()
+            ))
+            }
+        },
         other => return Err(format!("action-type {other:?}, not PUSH or DELETE")),
     };
-    if detail.result != "SUCCESS" {
-        let what = if action == Action::Push { "push" } else { "delete" };
-        return Err(format!("{what} result {:?}, not SUCCESS", detail.result));
-    }
+    let what = match action {
+        Action::Push => "push",
+        Action::Delete => "delete",
+        Action::Restore => "restore",
+    };
+    success(&format!("{what} result"), &detail.result)?;
     Ok(action)
+}
+
+/// Why an archive event is skipped.
+pub const ARCHIVED: &str = "archived (target-storage-class ARCHIVE): ECR keeps the image but answers 404 to \
+     its pull until it is restored; nothing to index and nothing written (its SOCI index stays, for when \
+     it is restored)";
+
+fn not_ecr(event: &EcrEvent) -> String {
+    format!(
+        "not an ECR image action, replication or pull through cache action (source {:?}, detail-type {:?})",
+        event.source, event.detail_type
+    )
 }
 
 /// The loop guard by media type, when the event tells it.
@@ -338,7 +414,16 @@ mod tests {
         let cases: Vec<(EcrEvent, &str)> = vec![
             (
                 push(json!({"action-type": "UPDATE_STORAGE_CLASS"})),
-                "action-type \"UPDATE_STORAGE_CLASS\", not PUSH",
+                "action-type \"UPDATE_STORAGE_CLASS\" with target-storage-class \"\", neither ARCHIVE",
+            ),
+            (
+                push(json!({"action-type": "UPDATE_STORAGE_CLASS", "target-storage-class": "ARCHIVE"})),
+                ARCHIVED,
+            ),
+            (
+                push(json!({"action-type": "UPDATE_STORAGE_CLASS", "target-storage-class": "STANDARD",
+                            "result": "FAILURE"})),
+                "restore result \"FAILURE\", not SUCCESS",
             ),
             (push(json!({"action-type": null})), "action-type \"\", not PUSH"),
             (push(json!({"result": "FAILURE"})), "push result \"FAILURE\", not SUCCESS"),
@@ -379,6 +464,80 @@ mod tests {
         let mut region = push(json!({}));
         region.region = None;
         assert!(reason(plan(&region, &v2)).contains("region"));
+    }
+
+    /// An event of `detail_type` with `detail` over the push defaults (null removes a field).
+    fn other(detail_type: &str, detail: serde_json::Value) -> EcrEvent {
+        let mut event = push(detail);
+        event.detail_type = detail_type.into();
+        event
+    }
+
+    #[test]
+    fn replicated_and_cached_images_are_indexed_like_pushes() {
+        let v2 = config(&[]);
+        let replicated = other(
+            event::REPLICATION_DETAIL_TYPE,
+            json!({"action-type": "REPLICATE", "source-account": "210987654321", "source-region": "us-west-2"}),
+        );
+        let target = target(plan(&replicated, &v2));
+        assert_eq!((target.repository.name(), target.reference.as_str()), ("team/app", "1.0"));
+        // A replicated <tag>-soci is soci-indexer's own output, made in the source registry.
+        let soci = other(
+            event::REPLICATION_DETAIL_TYPE,
+            json!({"action-type": "REPLICATE", "image-tag": "1.0-soci"}),
+        );
+        assert!(reason(plan(&soci, &v2)).contains("soci-indexer's own output"));
+        let failed =
+            other(event::REPLICATION_DETAIL_TYPE, json!({"action-type": "REPLICATE", "result": "FAILED"}));
+        assert_eq!(reason(plan(&failed, &v2)), "replication result \"FAILED\", not SUCCESS");
+        let odd = other(event::REPLICATION_DETAIL_TYPE, json!({"action-type": "PUSH"}));
+        assert!(reason(plan(&odd, &v2)).contains("not REPLICATE"));
+
+        let cached = other(
+            event::PULL_THROUGH_CACHE_DETAIL_TYPE,
+            json!({"action-type": null, "result": null, "sync-status": "SUCCESS",
+                   "repository-name": "ecr-public/docker/library/alpine", "image-tag": "3.17.2"}),
+        );
+        let target = target_of(&cached, &v2);
+        assert_eq!(
+            (target.repository.name(), target.reference.as_str()),
+            ("ecr-public/docker/library/alpine", "3.17.2")
+        );
+        let mut failed = cached.clone();
+        failed.detail.sync_status = Some("FAILED".into());
+        assert_eq!(reason(plan(&failed, &v2)), "pull through cache sync-status \"FAILED\", not SUCCESS");
+        let only_team = config(&[("SOCI_FILTERS", "team/*")]);
+        assert!(reason(plan(&cached, &only_team)).contains("filter"));
+    }
+
+    #[test]
+    fn archives_are_skipped_and_restores_indexed_by_the_tags_of_the_digest() {
+        let v2 = config(&[]);
+        let storage = |class: &str| {
+            push(
+                json!({"action-type": "UPDATE_STORAGE_CLASS", "target-storage-class": class, "image-tag": null}),
+            )
+        };
+        assert_eq!(reason(plan(&storage("ARCHIVE"), &v2)), ARCHIVED);
+        let Plan::IndexRestored(target) = plan(&storage("STANDARD"), &v2) else {
+            panic!("a restore is indexed")
+        };
+        assert_eq!((target.reference.as_str(), target.tag), (DIGEST, None));
+        // v1 indexes the digest itself.
+        let v1 = config(&[("SOCI_INDEX_VERSION", "v1")]);
+        assert_eq!(target_of(&storage("STANDARD"), &v1).reference, DIGEST);
+        // Filters: the repository must be selectable; the tags are chosen once found.
+        assert!(
+            reason(plan(&storage("STANDARD"), &config(&[("SOCI_FILTERS", "prod/*:*")]))).contains("filter")
+        );
+        let only_release = config(&[("SOCI_FILTERS", "team/app:release-*")]);
+        let found: Vec<String> = ["release-1", "latest", "release-1-soci", "sha256-x", "-bad"]
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        assert_eq!(restored_tags("team/app", &found, &only_release), ["release-1"]);
+        assert_eq!(restored_tags("team/app", &found, &v2), ["release-1", "latest", "sha256-x"]);
     }
 
     #[test]

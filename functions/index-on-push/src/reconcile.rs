@@ -418,12 +418,20 @@ async fn reconcile_repository<R: Registries, E>(
         })
         .collect();
     tracing::debug!(repository = %repository, tags = synced.tags.len(), ms = started.elapsed().as_millis() as u64, "synced");
-    let summary = format!(
+    // Archived images (ECR's archive storage class) cannot be pulled: skipped by name, not failed.
+    let archived = synced
+        .count(|action| matches!(action, SyncAction::Skipped { reason } if reason == index::sync::ARCHIVED));
+    let mut summary = format!(
         "{} tag(s) indexed, {} SOCI tag(s) pruned, {} tag(s) seen",
         report.tags_indexed,
         report.pruned,
         synced.tags.len()
     );
+    if archived > 0 {
+        summary.push_str(&format!(
+            ", {archived} archived tag(s) skipped (not served until restored; a restore indexes them)"
+        ));
+    }
     if failures.is_empty() {
         report.outcome = Outcome::Reconciled;
         report.reason = Some(summary);

@@ -5,11 +5,13 @@
 //! - `handler`, `reconcile`: the handler over the in-memory registry, with hand-built events;
 //! - `e2e`, `lifecycle`: the handler against docker-registry and moto (ECR, EventBridge, SQS, DynamoDB);
 //! - `runtime`: the `index-on-push` binary itself under an emulated Lambda runtime API;
+//! - `events`: replication, archive and restore, pull through cache, archived images in the reconcile;
 //! - `ecr_api`: ECR's own API (DescribeImages, BatchDeleteImage by tag) against moto.
 
 mod aws;
 mod e2e;
 mod ecr_api;
+mod events;
 mod handler;
 mod lifecycle;
 mod reconcile;

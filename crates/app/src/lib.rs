@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 pub use adapter::RepositoryClient;
 pub use cache::FileCache;
-pub use settings::{Endpoint, SettingError, DEFAULT_BUILD_TOOL};
+pub use settings::{Endpoint, SettingError, CLI_USER_AGENT, DEFAULT_BUILD_TOOL, LAMBDA_USER_AGENT};
 
 /// Makes the registry of a repository: the HTTP client in the binaries, fakes in tests.
 pub trait Registries: Send + Sync {

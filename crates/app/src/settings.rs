@@ -6,6 +6,12 @@ use index::{IndexVersion, MAX_CONCURRENCY};
 /// The identifier written into zTOCs and SOCI indexes unless told otherwise.
 pub const DEFAULT_BUILD_TOOL: &str = concat!("soci-indexer v", env!("CARGO_PKG_VERSION"));
 
+/// The `User-Agent` of the CLI's registry requests (product/version, as HTTP wants it; the registry's
+/// logs tell the CLI from the Lambda, [`LAMBDA_USER_AGENT`], by it).
+pub const CLI_USER_AGENT: &str = concat!("soci-indexer/", env!("CARGO_PKG_VERSION"));
+/// The `User-Agent` of the Lambda function's registry requests.
+pub const LAMBDA_USER_AGENT: &str = concat!("soci-indexer-lambda/", env!("CARGO_PKG_VERSION"));
+
 /// The longest tag suffix: a tag has at most 128 characters, and the suffix must leave room for one.
 pub const MAX_TAG_SUFFIX: usize = 64;
 

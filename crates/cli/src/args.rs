@@ -117,7 +117,7 @@ impl RegistryArgs {
         let writes =
             app::Writes { max_background_write_rate, on_throttle: Some(crate::observe::throttle_printer()) };
         let client =
-            app::client_writing(plain_http, app::DEFAULT_BUILD_TOOL, self.credentials()?, downloads, writes)?;
+            app::client_writing(plain_http, app::CLI_USER_AGENT, self.credentials()?, downloads, writes)?;
         let registry = app::RepositoryClient::new(client, reference.to_repository());
         Ok(Connected { reference, registry })
     }

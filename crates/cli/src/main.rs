@@ -78,8 +78,9 @@ reference to deploy.\n\n\
 v2: <tag><suffix> exists and binds exactly this image (its manifests, converted and annotated). v1: a SOCI \
 index refers to the image (referrers API, else the sha256-<digest> tag). States: indexed; not-indexed; \
 stale (<tag><suffix> binds another image: the tag was re-pointed since); partial (some platforms with \
-eligible layers have no SOCI index).\n\n\
-Exit status: 0 indexed, 3 not indexed (or stale, or partial), 1 error (unknown image, credentials, \
+eligible layers have no SOCI index); broken (a zTOC the index names is gone, or the index covers none of \
+its platform's eligible layers: create rebuilds it).\n\n\
+Exit status: 0 indexed, 3 not indexed (or stale, partial, broken), 1 error (unknown image, credentials, \
 network), 2 usage.",
         after_help = "Examples:\n  \
 soci-indexer status 123456789012.dkr.ecr.us-east-1.amazonaws.com/app:1.4 --username AWS --password-stdin\n  \
@@ -99,10 +100,10 @@ soci-indexer wait $IMAGE:1.4 --timeout 10m --username AWS --password-stdin\n  \
 aws ecs update-service ...   # only after wait exits 0"
     )]
     Wait(status::WaitArgs),
-    /// Index every tag of a repository that is not indexed (or stale, or partial).
+    /// Index every tag of a repository that is not indexed (or stale, partial, broken).
     #[command(
         long_about = "Bring a repository to \"every image is lazy-loadable\": list its tags (paginated), and \
-index each that is not indexed, is stale or is partial; already indexed images cost a few manifest reads, no \
+index each that is not indexed, stale, partial or broken; already indexed images cost a few manifest reads, no \
 build. Tags that are SOCI output (ending in the suffix, sha256-<digest> referrers tags) are skipped, as are \
 tags no --filter matches. One line per tag as it is done, then a summary; exit 1 if any tag failed. --dry-run says what \
 would be indexed and changes nothing.",

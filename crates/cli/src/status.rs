@@ -9,7 +9,8 @@ use index::{State, StatusReport};
 
 use crate::args::{self, Connected, IndexArgs, RegistryArgs};
 
-/// The exit status of an image that is not lazy-loadable (not indexed, stale, partial, or timed out).
+/// The exit status of an image that is not lazy-loadable (not indexed, stale, partial, broken, or timed
+/// out).
 pub const NOT_INDEXED: u8 = 3;
 /// `wait` polls no less often than this, however long it has waited.
 const MAX_INTERVAL: Duration = Duration::from_secs(15);

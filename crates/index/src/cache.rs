@@ -4,13 +4,11 @@
 //! failed: any miss, stale entry or cache error falls back to building.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
 
-/// A boxed future, so caches can be trait objects.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A boxed future, so caches can be trait objects (futures' own alias: the one every crate here uses).
+pub use futures_util::future::BoxFuture;
 
 /// The major version of this tool: zTOCs built by another major version are not reused.
 pub const TOOL_MAJOR_VERSION: &str = env!("CARGO_PKG_VERSION_MAJOR");

@@ -2,8 +2,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -11,8 +9,9 @@ use reqwest::header::HeaderValue;
 
 use crate::Error;
 
-/// A boxed, sendable future, so that [`CredentialSource`] stays object-safe.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A boxed, sendable future, so that [`CredentialSource`] stays object-safe (futures' own alias: the
+/// one every crate here uses).
+pub use futures_util::future::BoxFuture;
 
 /// A secret string (password, token) that never shows in `Debug` or `Display` output.
 #[derive(Clone, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use crate::ecr_registry::EcrRegistries;
 use app::HttpRegistries;
 
 /// The User-Agent of registry requests.
-pub const USER_AGENT: &str = concat!("soci-indexer-lambda/", env!("CARGO_PKG_VERSION"));
+pub const USER_AGENT: &str = app::LAMBDA_USER_AGENT;
 
 /// The most a zTOC cache request may take, retries included: a slow cache must not slow indexing
 /// down much (a miss only means building the zTOC).

@@ -2,34 +2,16 @@
 //! compressed spans that hold the file, check each span's digest, resume inflation at the span's
 //! checkpoint and copy out the file's bytes.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::ops::RangeInclusive;
 
 use crate::error::Error;
 use crate::model::{EntryType, FileMetadata, Zinfo, Ztoc};
 use crate::offset::{CompressedOffset, UncompressedOffset};
+pub use crate::spans::RandomAccess;
 use crate::spans::{SpanFetcher, KEEP_LIMIT};
 use crate::zinfo::{GzipZinfo, SpanError};
 use crate::zlib::{Flush, Inflater, ZlibError, WINDOW_BITS_AUTO, WINDOW_BITS_RAW};
-
-/// Random access to the bytes of a layer blob (a local file here; an HTTP range reader elsewhere).
-pub trait RandomAccess {
-    /// Total size of the blob.
-    fn size(&mut self) -> std::io::Result<u64>;
-    /// Fills `buf` with the bytes starting at `offset`.
-    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
-}
-
-impl<T: Read + Seek> RandomAccess for T {
-    fn size(&mut self) -> std::io::Result<u64> {
-        self.seek(SeekFrom::End(0))
-    }
-
-    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        self.seek(SeekFrom::Start(offset))?;
-        self.read_exact(buf)
-    }
-}
 
 /// What an extraction read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]

@@ -4,7 +4,7 @@
 //! them as they are in the tar, and xattr values such as `security.capability` are binary.
 
 use crate::offset::{CompressedOffset, UncompressedOffset};
-use crate::zinfo::{GzipZinfo, TarZinfo};
+pub use crate::zinfo::Zinfo;
 
 /// The zTOC format version soci-snapshotter writes (`Version09`).
 pub const ZTOC_VERSION: &str = "0.9";
@@ -200,15 +200,6 @@ pub struct CompressionInfo {
     pub span_digests: Vec<String>,
     /// The checkpoints.
     pub zinfo: Zinfo,
-}
-
-/// The checkpoints of a layer, by compression algorithm.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Zinfo {
-    /// A gzip layer: zlib checkpoints with 32 KiB windows.
-    Gzip(GzipZinfo),
-    /// An uncompressed tar layer: fixed-size spans.
-    Tar(TarZinfo),
 }
 
 impl CompressionInfo {

@@ -6,14 +6,33 @@
 //! again (and checked again) while writing. Typical files take one or two spans of a few MiB and are
 //! read once; a file of hundreds of MiB is read twice rather than held in memory.
 
+use std::io::{Read, Seek, SeekFrom};
 use std::ops::RangeInclusive;
 
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
-use crate::extract::RandomAccess;
 use crate::model::Zinfo;
 use crate::offset::CompressedOffset;
+
+/// Random access to the bytes of a layer blob (a local file here; an HTTP range reader elsewhere).
+pub trait RandomAccess {
+    /// Total size of the blob.
+    fn size(&mut self) -> std::io::Result<u64>;
+    /// Fills `buf` with the bytes starting at `offset`.
+    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
+}
+
+impl<T: Read + Seek> RandomAccess for T {
+    fn size(&mut self) -> std::io::Result<u64> {
+        self.seek(SeekFrom::End(0))
+    }
+
+    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.seek(SeekFrom::Start(offset))?;
+        self.read_exact(buf)
+    }
+}
 
 /// Compressed bytes of spans kept in memory between the two passes, at most.
 pub(crate) const KEEP_LIMIT: u64 = 32 << 20;

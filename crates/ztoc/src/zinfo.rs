@@ -4,7 +4,6 @@
 //! `i64 in, i64 out, u8 bits, [u8; 32768] window`, all little-endian and tightly packed. The blob is the
 //! storage: checkpoints are appended to it as they are found, so the builder holds one copy only.
 
-use crate::model::Zinfo;
 use crate::offset::{CompressedOffset, UncompressedOffset};
 
 /// Size of the inflate window saved with every checkpoint.
@@ -390,6 +389,15 @@ impl TarZinfo {
         let start = index as u64 * span;
         Ok((start, start.saturating_add(span).min(self.size as u64)))
     }
+}
+
+/// The checkpoints of a layer, by compression algorithm.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Zinfo {
+    /// A gzip layer: zlib checkpoints with 32 KiB windows.
+    Gzip(GzipZinfo),
+    /// An uncompressed tar layer: fixed-size spans.
+    Tar(TarZinfo),
 }
 
 impl Zinfo {

@@ -3,6 +3,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use reqwest::Method;
+use url::Url;
+
 /// What a request was about, to name it in a [`Error::NotFound`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Resource {
@@ -352,4 +355,19 @@ impl Error {
 /// 429 and the 5xx statuses of overloaded or restarting servers and gateways.
 pub(crate) fn is_retryable_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
+}
+
+/// A URL as it may appear in logs and errors: scheme, host, port and path, without user info, query
+/// (S3 presigned URLs carry their signature there) or fragment.
+pub(crate) fn redact_url(url: &Url) -> String {
+    let mut clean = url.clone();
+    clean.set_query(None);
+    clean.set_fragment(None);
+    let _ = clean.set_username("");
+    let _ = clean.set_password(None);
+    clean.to_string()
+}
+
+pub(crate) fn transport_error(method: &Method, url: &Url, error: reqwest::Error) -> Error {
+    Error::Transport { method: method.to_string(), url: redact_url(url), source: error.without_url() }
 }

@@ -10,7 +10,7 @@ use reqwest::Method;
 use tokio::time::Instant;
 use url::Url;
 
-use crate::transport::{redact_url, transport_error};
+use crate::error::{redact_url, transport_error};
 use crate::{Client, Error};
 
 /// The instant a request must be complete by, and the limit it came from (for the error).

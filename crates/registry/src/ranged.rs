@@ -28,12 +28,13 @@ use tokio::task::AbortHandle;
 use tracing::debug;
 use url::Url;
 
-use crate::blobs::{parse_content_range, range_header, skip_prefix, OpenedBlob};
 use crate::digest::{check_digest, DigestCounter};
-use crate::download::Resumes;
 use crate::error::Resource;
+use crate::error::{redact_url, transport_error};
+use crate::opened::{parse_content_range, range_header, skip_prefix, OpenedBlob};
 use crate::response::error_excerpt;
-use crate::transport::{redact_url, transport_error, Access};
+use crate::resume::Resumes;
+use crate::transport::Access;
 use crate::{BlobStream, Client, ClientConfig, Error, RangedReads, Repository};
 
 /// A blob to read in ranges: its size, as its descriptor says, and how.

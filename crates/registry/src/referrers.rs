@@ -10,10 +10,11 @@ use tracing::debug;
 use url::Url;
 
 use crate::digest::validate_digest;
+use crate::error::redact_url;
 use crate::error::Resource;
 use crate::manifests::strip_media_type_params;
 use crate::response::{read_body, MAX_JSON_SIZE};
-use crate::transport::{redact_url, resolve_location, Access};
+use crate::transport::{resolve_location, Access};
 use crate::{media_type, Client, Error, Repository};
 
 /// Referrers pages followed through `Link: <...>; rel="next"`.

@@ -4,20 +4,59 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::Method;
+use reqwest::{Method, StatusCode};
 use url::Url;
 
+use crate::auth::{parse_www_authenticate, Challenge};
 use crate::digest::is_digest;
 use crate::error::{is_retryable_status, Resource};
+use crate::error::{redact_url, transport_error};
 use crate::limits::Deadline;
 use crate::retry::parse_retry_after;
-use crate::transport::{redact_url, transport_error, Sent};
 use crate::{Error, Repository};
 
 /// Referrers pages and token responses are small JSON documents too.
 pub(crate) const MAX_JSON_SIZE: usize = 8 * 1024 * 1024;
 /// How much of an error body ends up in an error message.
 const ERROR_BODY_EXCERPT: usize = 300;
+
+/// A response, with where it finally came from.
+pub(crate) struct Sent {
+    pub(crate) response: reqwest::Response,
+    /// The URL that answered, after redirects.
+    pub(crate) url: Url,
+    pub(crate) method: Method,
+    /// Whether credentials (or a token obtained with them) were offered to the registry.
+    pub(crate) credentials_sent: bool,
+    /// Whether `url` is the registry itself (not a redirect target such as S3).
+    pub(crate) from_registry: bool,
+}
+
+impl Sent {
+    pub(crate) fn status(&self) -> StatusCode {
+        self.response.status()
+    }
+
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+    }
+
+    /// A 404 or 405 from the registry itself: how it answers an operation or optional API it does not
+    /// support, or an object it does not have.
+    pub(crate) fn is_missing_or_not_allowed(&self) -> bool {
+        self.from_registry && matches!(self.status(), StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED)
+    }
+
+    /// The challenges of the response's `WWW-Authenticate` headers.
+    pub(crate) fn challenges(&self) -> impl Iterator<Item = Challenge> + '_ {
+        self.response
+            .headers()
+            .get_all(reqwest::header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(parse_www_authenticate)
+    }
+}
 
 impl Sent {
     /// The error for an unexpected answer about `what` (`reference` names it; empty for the

@@ -7,10 +7,11 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use url::Url;
 
+use crate::error::redact_url;
 use crate::error::Resource;
 use crate::referrers::parse_next_link;
 use crate::response::read_body;
-use crate::transport::{redact_url, resolve_location, Access};
+use crate::transport::{resolve_location, Access};
 use crate::{Client, Error, Repository};
 
 /// Tags asked for per page.

@@ -11,10 +11,11 @@ use reqwest::{Method, StatusCode};
 use tracing::{debug, Instrument as _};
 use url::Url;
 
-use crate::auth::{parse_www_authenticate, Authorization, Challenge, Credentials, TokenResponse};
+use crate::auth::{Authorization, Challenge, Credentials, TokenResponse};
+use crate::error::{redact_url, transport_error};
 use crate::limits::Deadline;
 use crate::pace::ThrottleEvent;
-use crate::response::{error_excerpt, read_body, retry_after_of, MAX_JSON_SIZE};
+use crate::response::{error_excerpt, read_body, retry_after_of, Sent, MAX_JSON_SIZE};
 use crate::{Client, Error, Repository, Secret};
 
 /// Redirects followed in a row before giving up.
@@ -49,44 +50,6 @@ pub(crate) struct Request<'a> {
     /// Off for blob HEADs: a redirect already says the blob exists, and following it would HEAD a
     /// presigned GET URL, which S3 refuses.
     pub(crate) follow_redirects: bool,
-}
-
-/// A response, with where it finally came from.
-pub(crate) struct Sent {
-    pub(crate) response: reqwest::Response,
-    /// The URL that answered, after redirects.
-    pub(crate) url: Url,
-    pub(crate) method: Method,
-    /// Whether credentials (or a token obtained with them) were offered to the registry.
-    pub(crate) credentials_sent: bool,
-    /// Whether `url` is the registry itself (not a redirect target such as S3).
-    pub(crate) from_registry: bool,
-}
-
-impl Sent {
-    pub(crate) fn status(&self) -> StatusCode {
-        self.response.status()
-    }
-
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::trim)
-    }
-
-    /// A 404 or 405 from the registry itself: how it answers an operation or optional API it does not
-    /// support, or an object it does not have.
-    pub(crate) fn is_missing_or_not_allowed(&self) -> bool {
-        self.from_registry && matches!(self.status(), StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED)
-    }
-
-    /// The challenges of the response's `WWW-Authenticate` headers.
-    pub(crate) fn challenges(&self) -> impl Iterator<Item = Challenge> + '_ {
-        self.response
-            .headers()
-            .get_all(reqwest::header::WWW_AUTHENTICATE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(parse_www_authenticate)
-    }
 }
 
 /// The throttled answers of one operation: how long to wait before the next try, and when to stop.
@@ -386,21 +349,6 @@ fn is_redirect(status: StatusCode) -> bool {
             | StatusCode::TEMPORARY_REDIRECT
             | StatusCode::PERMANENT_REDIRECT
     )
-}
-
-/// A URL as it may appear in logs and errors: scheme, host, port and path, without user info, query
-/// (S3 presigned URLs carry their signature there) or fragment.
-pub(crate) fn redact_url(url: &Url) -> String {
-    let mut clean = url.clone();
-    clean.set_query(None);
-    clean.set_fragment(None);
-    let _ = clean.set_username("");
-    let _ = clean.set_password(None);
-    clean.to_string()
-}
-
-pub(crate) fn transport_error(method: &Method, url: &Url, error: reqwest::Error) -> Error {
-    Error::Transport { method: method.to_string(), url: redact_url(url), source: error.without_url() }
 }
 
 /// Resolves a `Location` (absolute, or relative to the URL that sent it) keeping its query: upload

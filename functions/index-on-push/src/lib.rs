@@ -15,6 +15,7 @@
 pub mod cache;
 pub mod completion;
 pub mod config;
+pub mod dispatch;
 pub mod ecr;
 pub mod ecr_registry;
 pub mod event;
@@ -30,7 +31,8 @@ pub use app::{HttpRegistries, Registries};
 pub use cache::DynamoCache;
 pub use completion::{CompletionEvents, EventBridge};
 pub use config::{Config, ConfigError};
+pub use dispatch::dispatch;
 pub use ecr_registry::{EcrRegistries, EcrRepository};
-pub use handler::{dispatch, handle, invoke, Invocation, Services};
+pub use handler::{handle, invoke, Invocation, Services};
 pub use outcome::{Outcome, Report};
 pub use reconcile::Lifecycle;

@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use index_on_push::handler::{self, Invocation, Services};
+use index_on_push::handler::{Invocation, Services};
 use index_on_push::reconcile::{Lifecycle, WorkQueue};
 use index_on_push::{logging, wiring, Config};
 use lambda_runtime::{service_fn, LambdaEvent};
@@ -78,7 +78,7 @@ async fn run(config: Config) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
         let invocation = Invocation::from_context(&event.context);
         // Boxed: the future is deep enough to overflow the compiler's layout query limit otherwise.
-        Box::pin(handler::dispatch(&event.payload, &invocation, config, services, lifecycle)).await
+        Box::pin(index_on_push::dispatch(&event.payload, &invocation, config, services, lifecycle)).await
     }))
     .await
 }

@@ -96,13 +96,15 @@ impl Filters {
 
     /// Whether some tag of `repository` may be selected, for listing repositories to reconcile. A glob
     /// with a literal `:` (outside `[...]`) settles it by its repository part, since neither repository
-    /// names nor tags hold a `:`; one without is assumed to match (the tags are checked one by one later).
+    /// names nor tags hold a `:`; one without may match when the repository starts with the glob's
+    /// literal prefix (what comes before its first wildcard: `prod/*` may select `prod/api`, never
+    /// `team/app`); the tags are checked one by one later.
     /// An exclusion whose repository part matches and whose tag part is `*` rules the repository out, as
     /// does one without `:` that ends in `*` and matches the name (its `*` takes `:TAG` too).
     pub fn may_select_repository(&self, repository: &str) -> bool {
         let included = self.include.iter().any(|glob| match split_at_colon(glob.as_str()) {
             Some((repo, _)) => Glob::new(repo).matches(repository),
-            None => true,
+            None => repository.starts_with(literal_prefix(glob.as_str())),
         });
         let excluded = self.exclude.iter().any(|glob| match split_at_colon(glob.as_str()) {
             Some((repo, tag)) => tag == "*" && Glob::new(repo).matches(repository),
@@ -114,6 +116,11 @@ impl Filters {
     fn describe_include(&self) -> String {
         self.include.iter().map(Glob::as_str).collect::<Vec<_>>().join(",")
     }
+}
+
+/// What a glob matches literally before its first wildcard (`*`, `?` or `[`).
+fn literal_prefix(pattern: &str) -> &str {
+    &pattern[..pattern.find(['*', '?', '[']).unwrap_or(pattern.len())]
 }
 
 /// `pattern` split at its first `:` outside a `[...]` set (fnmatch's rules: `]` right after `[` or
@@ -195,8 +202,11 @@ mod tests {
             ("prod*:latest", "dev", false),
             ("app[:]x:*", "app", false),
             ("app[:]x", "app", true),
-            // No literal colon: assumed to match.
+            // No literal colon: the literal prefix decides.
             ("te*st", "team", true),
+            ("prod/*", "prod/api", true),
+            ("prod/*", "team/app", false),
+            ("*app", "team/app", true),
             ("*:*,!scratch/*", "scratch/tmp", false),
             ("*:*,!scratch/*:*", "scratch/tmp", false),
             ("*:*,!scratch/*:*-debug", "scratch/tmp", true),

@@ -263,3 +263,43 @@ pub(crate) async fn remove_unbound<R: Registry>(
         Err(position) => Ok(unbound[..position].to_vec()),
     }
 }
+
+/// What an untagged manifest is, when it is SOCI output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum UntaggedKind {
+    /// A v2 image index with SOCI indexes (a replaced or never bound `<tag><suffix>`).
+    ImageIndex,
+    /// An image manifest annotated with its SOCI index (v2's converted manifest).
+    Converted,
+    /// A SOCI index manifest (v2; or v1 whose subject is gone).
+    SociIndex,
+}
+
+/// Whether the untagged manifest `bytes` is soci-indexer's output that nothing uses: `None` when it is
+/// someone else's (an image, a signature) or still in use (a v1 SOCI index whose subject exists is
+/// found through the referrers API without any tag).
+pub(crate) async fn unused_soci_output<R: Registry>(
+    registry: &R,
+    bytes: &[u8],
+) -> Result<Option<UntaggedKind>, Error> {
+    if as_soci_image_index(bytes).is_some() {
+        return Ok(Some(UntaggedKind::ImageIndex));
+    }
+    let Ok(manifest) = serde_json::from_slice::<crate::oci::Manifest>(bytes) else { return Ok(None) };
+    let soci_type = |t: &str| t == media::SOCI_INDEX_V2 || t == media::SOCI_INDEX_V1;
+    if soci_type(&manifest.artifact_type) || soci_type(&manifest.config.media_type) {
+        if let Some(subject) = &manifest.subject {
+            let found = registry
+                .get_manifest(&subject.digest)
+                .await
+                .map_err(registry_error(format!("fetching {}", subject.digest)))?;
+            if found.is_some() {
+                return Ok(None);
+            }
+        }
+        return Ok(Some(UntaggedKind::SociIndex));
+    }
+    let annotated =
+        manifest.annotations.as_ref().is_some_and(|a| a.contains_key(media::ANNOTATION_INDEX_DIGEST));
+    Ok(annotated.then_some(UntaggedKind::Converted))
+}

@@ -76,6 +76,66 @@ pub struct PruneReport {
     pub kept: Vec<Kept>,
 }
 
+/// What [`prune_untagged`] found and did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct UntaggedReport {
+    /// Nothing was changed.
+    pub dry_run: bool,
+    /// Untagged SOCI output that nothing uses, removed (or, in a dry run, to remove), indexes first.
+    pub removed: Vec<String>,
+    /// Untagged manifests left alone: not SOCI output, or still used.
+    pub left: usize,
+}
+
+/// Finds SOCI output that no tag points at, pushed more than `older_than` ago (the manifests of a run
+/// that failed or was superseded, an index replaced when a tag another tag shared moved) and that no
+/// tagged SOCI index references, and unless `dry_run` removes it. `Ok(None)`: the registry cannot list
+/// untagged manifests (the registry API has no such listing; ECR's API does).
+pub async fn prune_untagged<R: Registry>(
+    registry: &R,
+    older_than: std::time::Duration,
+    dry_run: bool,
+) -> Result<Option<UntaggedReport>, Error> {
+    let Some(untagged) = registry
+        .untagged_manifests(older_than)
+        .await
+        .map_err(registry_error("listing untagged manifests"))?
+    else {
+        return Ok(None);
+    };
+    let view = TagView::read(registry).await?;
+    let nobody = HashSet::new();
+    let live = view.live_references(registry, &nobody).await?;
+    let mut report = UntaggedReport { dry_run, ..UntaggedReport::default() };
+    let (mut indexes, mut others) = (Vec::new(), Vec::new());
+    for digest in untagged {
+        if live.contains(&digest) || !view.tags_of(&digest, &nobody).is_empty() {
+            report.left += 1;
+            continue;
+        }
+        let fetched =
+            registry.get_manifest(&digest).await.map_err(registry_error(format!("fetching {digest}")))?;
+        let Some(fetched) = fetched else { continue }; // gone meanwhile
+        match ownership::unused_soci_output(registry, &fetched.bytes).await? {
+            Some(ownership::UntaggedKind::ImageIndex) => indexes.push(digest),
+            Some(_) => others.push(digest),
+            None => report.left += 1,
+        }
+    }
+    // What makes others reachable goes first.
+    report.removed = indexes.into_iter().chain(others).collect();
+    if !dry_run {
+        if let Err(position) = delete_in_order(registry, "untagged SOCI output", &report.removed).await? {
+            return Err(Error::DeletionRefused {
+                tag: "untagged SOCI output".into(),
+                digest: report.removed[position].clone(),
+                removed: position,
+            });
+        }
+    }
+    Ok(Some(report))
+}
+
 /// A tag that may be SOCI output of an image that is gone.
 struct Candidate {
     tag: String,

@@ -211,6 +211,17 @@ pub trait Registry: Send + Sync + 'static {
     fn archived_tags(&self) -> impl Future<Output = Result<Vec<String>, SourceError>> + Send {
         async { Ok(Vec::new()) }
     }
+
+    /// The digests of the manifests no tag points at that were pushed more than `older_than` ago, or
+    /// `None` when the registry cannot list them (the registry API cannot; ECR's `DescribeImages` with
+    /// `tagStatus` `UNTAGGED` can).
+    fn untagged_manifests(
+        &self,
+        older_than: std::time::Duration,
+    ) -> impl Future<Output = Result<Option<Vec<String>>, SourceError>> + Send {
+        let _ = older_than;
+        async { Ok(None) }
+    }
 }
 
 /// Every tag and what it points at now, through the registry API: the tag list, then a `HEAD` of each

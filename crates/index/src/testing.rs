@@ -81,6 +81,8 @@ pub struct State {
     unlisted: Mutex<Vec<String>>,
     /// References whose manifest pushes fail (a quota, a permission, a deadline).
     refused: Mutex<Vec<String>>,
+    /// When each manifest was first stored (for listings of untagged manifests by age, as ECR's).
+    stored_at: Mutex<HashMap<String, std::time::Instant>>,
     /// Reads of one reference held until this many have arrived (to force a race).
     gate: Mutex<Option<(String, Arc<tokio::sync::Barrier>, usize)>>,
 }
@@ -178,6 +180,7 @@ impl State {
         let bytes = bytes.into();
         let digest = ztoc::sha256_digest(&bytes);
         self.manifests.lock().unwrap().insert(digest.clone(), (media_type.into(), bytes));
+        self.stored_at.lock().unwrap().entry(digest.clone()).or_insert_with(std::time::Instant::now);
         if let Some(tag) = tag {
             self.tags.lock().unwrap().insert(tag.into(), digest.clone());
         }
@@ -466,6 +469,25 @@ impl Registry for MemoryRegistry {
 
     fn can_untag(&self) -> bool {
         self.untags
+    }
+
+    async fn untagged_manifests(
+        &self,
+        older_than: std::time::Duration,
+    ) -> Result<Option<Vec<String>>, SourceError> {
+        self.enter().await?;
+        let tagged: Vec<String> = self.tags.lock().unwrap().values().cloned().collect();
+        let stored_at = self.stored_at.lock().unwrap();
+        let mut untagged: Vec<String> = self
+            .manifests
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|d| !tagged.contains(d) && stored_at.get(*d).is_some_and(|at| at.elapsed() >= older_than))
+            .cloned()
+            .collect();
+        untagged.sort();
+        Ok(Some(untagged))
     }
 
     async fn untag(&self, tag: &str) -> Result<bool, SourceError> {

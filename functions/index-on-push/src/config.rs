@@ -12,6 +12,9 @@ use crate::filter::Filters;
 /// Where the images are, when not in the event's account's ECR registry (local runs and tests).
 pub type RegistryOverride = app::Endpoint;
 
+/// The default of `SOCI_UNTAGGED_OLDER_THAN`.
+pub const DEFAULT_UNTAGGED_OLDER_THAN: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// Everything the function is told through its environment.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -35,6 +38,10 @@ pub struct Config {
     /// work; default 3, under ECR's `PutImage` quota of 10 a second per account), so that a backfill
     /// leaves most of the quota to pushes. Events are not held under it.
     pub max_write_rate: f64,
+    /// `SOCI_UNTAGGED_OLDER_THAN`: the reconcile removes untagged SOCI output pushed longer ago than
+    /// this that nothing uses (default 24h: far longer than any run, whose manifests are untagged until
+    /// its tag moves).
+    pub untagged_older_than: std::time::Duration,
     /// `SOCI_BUILD_TOOL_IDENTIFIER`: written into zTOCs and SOCI indexes.
     pub build_tool_identifier: String,
     /// `LOG_LEVEL`: a level (`info`, `debug`, ...) or `tracing` filter directives.
@@ -113,6 +120,8 @@ impl Config {
             .unwrap_or(registry::DEFAULT_MAX_CONNECTIONS);
         let max_write_rate = read(parsed("SOCI_MAX_WRITE_RATE"), settings::parse_write_rate)?
             .unwrap_or(settings::DEFAULT_MAX_WRITE_RATE);
+        let untagged_older_than = read(parsed("SOCI_UNTAGGED_OLDER_THAN"), settings::parse_duration)?
+            .unwrap_or(DEFAULT_UNTAGGED_OLDER_THAN);
         let build_tool_identifier =
             get("SOCI_BUILD_TOOL_IDENTIFIER").unwrap_or_else(|| DEFAULT_BUILD_TOOL.into());
         let log_filter = log_filter(get("LOG_LEVEL").as_deref().unwrap_or("info"))?;
@@ -130,6 +139,7 @@ impl Config {
             concurrency,
             max_connections,
             max_write_rate,
+            untagged_older_than,
             build_tool_identifier,
             log_filter,
             registry_override,
@@ -245,6 +255,7 @@ mod tests {
         assert!(config.concurrency >= 1);
         assert_eq!(config.max_connections, 16);
         assert_eq!(config.max_write_rate, 3.0);
+        assert_eq!(config.untagged_older_than, std::time::Duration::from_secs(86_400));
         assert_eq!(config.build_tool_identifier, DEFAULT_BUILD_TOOL);
         assert_eq!(config.log_filter, "warn,index_on_push=info,index=info,registry=info");
         assert_eq!(config.registry_override, None);
@@ -267,6 +278,7 @@ mod tests {
             ("SOCI_CONCURRENCY", "3"),
             ("SOCI_MAX_CONNECTIONS", "40"),
             ("SOCI_MAX_WRITE_RATE", "0.5"),
+            ("SOCI_UNTAGGED_OLDER_THAN", "2h"),
             ("SOCI_BUILD_TOOL_IDENTIFIER", "my builder"),
             ("LOG_LEVEL", "DEBUG"),
             ("SOCI_REGISTRY_URL", "http://127.0.0.1:5000/"),
@@ -287,6 +299,7 @@ mod tests {
         assert_eq!(config.concurrency, 3);
         assert_eq!(config.max_connections, 40);
         assert_eq!(config.max_write_rate, 0.5);
+        assert_eq!(config.untagged_older_than, std::time::Duration::from_secs(7200));
         assert_eq!(config.build_tool_identifier, "my builder");
         assert_eq!(config.log_filter, "warn,index_on_push=debug,index=debug,registry=debug");
         assert_eq!(
@@ -348,6 +361,7 @@ mod tests {
             ("SOCI_CONCURRENCY", "many", "from 1 to 256"),
             ("SOCI_MAX_CONNECTIONS", "0", "from 1 to 1024"),
             ("SOCI_MAX_WRITE_RATE", "0", "manifest writes a second above 0"),
+            ("SOCI_UNTAGGED_OLDER_THAN", "a day", "expected a duration"),
             ("SOCI_MAX_WRITE_RATE", "fast", "manifest writes a second above 0"),
             ("LOG_LEVEL", "verbose", "expected trace, debug"),
             ("SOCI_REGISTRY_URL", "ftp://host", "http:// or https://"),

@@ -81,8 +81,17 @@ impl EcrRepository {
     /// asked for `ANY`, and an archived image still holds its tags (its SOCI index must not look
     /// orphaned to a prune).
     async fn describe_tagged(&self, ecr: &aws_sdk_ecr::Client) -> Result<Vec<ImageDetail>, SourceError> {
+        self.describe(ecr, TagStatus::Tagged).await
+    }
+
+    /// Every image with `tag_status`, whatever its storage class.
+    async fn describe(
+        &self,
+        ecr: &aws_sdk_ecr::Client,
+        tag_status: TagStatus,
+    ) -> Result<Vec<ImageDetail>, SourceError> {
         let filter = DescribeImagesFilter::builder()
-            .tag_status(TagStatus::Tagged)
+            .tag_status(tag_status)
             .image_status(ImageStatusFilter::Any)
             .build();
         let mut pages = ecr
@@ -115,6 +124,17 @@ fn targets(images: &[ImageDetail]) -> Vec<TagTarget> {
         }
     }
     targets
+}
+
+/// The digests of the untagged `images` pushed before `cutoff` (seconds since the epoch). (The listing
+/// asks for untagged images only; the tags are checked again, as stand-ins may ignore the filter.)
+pub fn pushed_before(images: &[ImageDetail], cutoff: i64) -> Vec<String> {
+    images
+        .iter()
+        .filter(|image| image.image_tags().is_empty())
+        .filter(|image| image.image_pushed_at().is_some_and(|at| at.secs() < cutoff))
+        .filter_map(|image| image.image_digest().map(str::to_owned))
+        .collect()
 }
 
 /// The tags of images ECR does not serve: `ARCHIVED`, or `ACTIVATING` (being restored). An image
@@ -252,6 +272,16 @@ impl Registry for EcrRepository {
             Some(ecr) => Ok(archived_tags(&self.describe_tagged(ecr).await?)),
             None => Ok(Vec::new()),
         }
+    }
+
+    async fn untagged_manifests(
+        &self,
+        older_than: std::time::Duration,
+    ) -> Result<Option<Vec<String>>, SourceError> {
+        let Some(ecr) = &self.ecr else { return Ok(None) };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let cutoff = now.saturating_sub(older_than).as_secs() as i64;
+        Ok(Some(pushed_before(&self.describe(ecr, TagStatus::Untagged).await?, cutoff)))
     }
 }
 

@@ -115,6 +115,9 @@ pub struct Report {
     /// SOCI tags (`<tag><suffix>`, v1 referrers tags) removed because their image is gone.
     #[serde(skip_serializing_if = "is_zero")]
     pub pruned: u64,
+    /// Reconcile of a repository: untagged SOCI output removed (what cut-off or superseded runs left).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub untagged_removed: u64,
     /// Reconcile request: repositories listed and queued.
     #[serde(skip_serializing_if = "is_zero")]
     pub repositories_listed: u64,
@@ -154,6 +157,7 @@ impl Report {
             layers_skipped: 0,
             bytes: 0,
             pruned: 0,
+            untagged_removed: 0,
             repositories_listed: 0,
             tags_indexed: 0,
             requeued: false,
@@ -209,6 +213,7 @@ impl Report {
                     layers_skipped = self.layers_skipped,
                     bytes = self.bytes,
                     pruned = self.pruned,
+                    untagged_removed = self.untagged_removed,
                     repositories_listed = self.repositories_listed,
                     tags_indexed = self.tags_indexed,
                     requeued = self.requeued,

@@ -298,6 +298,7 @@ struct Progress(std::sync::Mutex<Counts>);
 #[derive(Clone, Copy, Default)]
 struct Counts {
     pruned: u64,
+    untagged_removed: u64,
     tags_indexed: u64,
     layers_indexed: u64,
     layers_reused: u64,
@@ -332,9 +333,22 @@ impl index::Observer for Progress {
 impl Counts {
     fn apply(self, report: &mut Report) {
         report.pruned = self.pruned;
+        report.untagged_removed = self.untagged_removed;
         report.tags_indexed = self.tags_indexed;
         report.layers_indexed = self.layers_indexed;
         report.layers_reused = self.layers_reused;
+    }
+}
+
+/// Removes the repository's untagged SOCI output older than `SOCI_UNTAGGED_OLDER_THAN` that nothing
+/// uses (what runs cut off or superseded left). Best effort: a failure is logged, the reconcile goes on.
+async fn remove_untagged_output<G: index::Registry>(registry: &G, config: &Config, progress: &Progress) {
+    match index::prune::prune_untagged(registry, config.untagged_older_than, false).await {
+        Ok(Some(untagged)) => {
+            progress.update(|counts| counts.untagged_removed = untagged.removed.len() as u64)
+        }
+        Ok(None) => {} // the registry cannot list untagged manifests (not ECR)
+        Err(e) => tracing::warn!(error = %failure_reason(&e), "untagged SOCI output not removed"),
     }
 }
 
@@ -390,6 +404,7 @@ async fn reconcile_repository<R: Registries, E>(
             return report.failed(failure_reason(&e), retry);
         }
     }
+    remove_untagged_output(registry.as_ref(), config, &progress).await;
     let mut options = config.create_options();
     options.ztoc_cache = services.ztoc_cache.clone();
     let filters = config.filters.clone();

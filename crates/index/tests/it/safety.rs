@@ -402,3 +402,50 @@ async fn a_run_that_fails_before_binding_removes_what_it_pushed_and_nothing_shar
         assert_eq!(b.state, State::Indexed, "{version}: b's index is whole: {b:?}");
     }
 }
+
+#[tokio::test]
+async fn untagged_soci_output_past_its_grace_is_removed_and_nothing_else() {
+    use index::prune::prune_untagged;
+    use std::time::Duration;
+    let registry = MemoryRegistry::with_deletes();
+    load(&registry, &multi(120), "kept");
+    load(&registry, &multi(122), "lost");
+    load(&registry, &multi(124), "v1");
+    let kept = create(&registry, "kept", IndexVersion::V2).await;
+    let lost = create(&registry, "lost", IndexVersion::V2).await;
+    let v1 = create(&registry, "v1", IndexVersion::V1).await;
+    // lost-soci's tag went (a run cut off between its manifests and its tag leaves the same).
+    registry.remove_tag("lost-soci");
+    let lost_index = lost.image_index_digest.clone().unwrap();
+    let (_, index_bytes) = registry.manifest(&lost_index).unwrap();
+    let lost_refs: Vec<String> = serde_json::from_slice::<index::oci::Index>(&index_bytes)
+        .unwrap()
+        .manifests()
+        .iter()
+        .map(|d| d.digest.clone())
+        .collect();
+
+    // Younger than the grace period: nothing.
+    let young = prune_untagged(&registry, Duration::from_secs(3600), false).await.unwrap().unwrap();
+    assert!(young.removed.is_empty(), "{young:?}");
+    let dry = prune_untagged(&registry, Duration::ZERO, true).await.unwrap().unwrap();
+    assert!(registry.manifest(&lost_index).is_some(), "a dry run removes nothing");
+    let done = prune_untagged(&registry, Duration::ZERO, false).await.unwrap().unwrap();
+    assert_eq!(done.removed, dry.removed);
+    assert_eq!(done.removed[0], lost_index, "the index first: {done:?}");
+    let mut expected: Vec<String> = std::iter::once(lost_index.clone()).chain(lost_refs).collect();
+    expected.sort();
+    let mut removed = done.removed.clone();
+    removed.sort();
+    assert_eq!(removed, expected, "the index, its SOCI indexes and its annotated manifests, nothing else");
+    // The images themselves (their platform manifests are untagged too), the v1 SOCI indexes whose
+    // subjects exist, and the tagged index stay.
+    for (tag, version) in [("kept", IndexVersion::V2), ("v1", IndexVersion::V1)] {
+        let status = index::status(&registry, tag, Some(tag), &options(version)).await.unwrap();
+        assert_eq!(status.state, State::Indexed, "{tag}: {status:?}");
+    }
+    for platform in lost.platforms.iter().chain(&kept.platforms).chain(&v1.platforms) {
+        assert!(registry.manifest(&platform.manifest_digest).is_some(), "image manifests stay");
+    }
+    assert!(done.left > 0, "{done:?}");
+}

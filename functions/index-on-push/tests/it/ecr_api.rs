@@ -61,3 +61,31 @@ async fn without_ecr_the_registry_api_alone_is_used() {
     assert!(!repository.can_untag(), "the registry API cannot remove one tag alone");
     assert!(!repository.untag("x").await.unwrap());
 }
+
+#[tokio::test]
+async fn untagged_images_are_listed_by_age() {
+    let moto = MotoServer::start().await.unwrap();
+    let ecr = aws_sdk_ecr::Client::new(&aws::sdk(&moto.url()).await);
+    ecr.create_repository().repository_name("team/app").send().await.unwrap();
+    for (manifest, tag) in [(MANIFEST.replace("[]", "[ ]"), None), (MANIFEST.to_owned(), Some("v1"))] {
+        ecr.put_image()
+            .repository_name("team/app")
+            .image_manifest(manifest)
+            .image_manifest_media_type(index::media::OCI_INDEX)
+            .set_image_tag(tag.map(str::to_owned))
+            .send()
+            .await
+            .unwrap();
+    }
+    let http =
+        HttpRegistries::new(app::client(false, "test", std::sync::Arc::new(registry::Anonymous)).unwrap());
+    let host = format!("{}.dkr.ecr.us-east-1.amazonaws.com", MotoServer::ACCOUNT);
+    let repository = EcrRegistries::new(http, Some(ecr)).open(&Repository::new(host, "team/app").unwrap());
+    let tagged: Vec<String> = repository.tag_targets().await.unwrap().into_iter().map(|t| t.digest).collect();
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // pushed-at has whole seconds
+    let old = repository.untagged_manifests(std::time::Duration::ZERO).await.unwrap().unwrap();
+    assert_eq!(old.len(), 1, "the untagged one only: {old:?}");
+    assert!(!tagged.contains(&old[0]));
+    let young = repository.untagged_manifests(std::time::Duration::from_secs(3600)).await.unwrap().unwrap();
+    assert!(young.is_empty(), "{young:?}");
+}

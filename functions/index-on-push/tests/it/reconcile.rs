@@ -245,3 +245,36 @@ async fn work_items_for_other_registries_or_unreadable_are_dropped() {
     }
     assert_eq!(registries.0.repository("team/app").calls(), 0, "nothing was asked of the registry");
 }
+
+#[tokio::test]
+async fn a_work_item_removes_untagged_soci_output_past_its_grace() {
+    let registries = Memory(MemoryRegistry::with_deletes());
+    let app = registries.0.repository("team/app");
+    let digest = push_image(&app, &small_image(7), "3.0");
+    let services = Services { registries: &registries, completion: &NoEvents, ztoc_cache: None };
+    let vars =
+        [("SOCI_MIN_LAYER_SIZE", "20000"), ("SOCI_SPAN_SIZE", "65536"), ("SOCI_UNTAGGED_OLDER_THAN", "0")];
+    let config =
+        Config::from_lookup(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()))
+            .unwrap();
+    let push = json!({"version": "0", "id": "e", "detail-type": "ECR Image Action", "source": "aws.ecr",
+        "account": "123456789012", "region": "us-east-1", "time": "2025-06-11T06:43:44Z", "resources": [],
+        "detail": {"result": "SUCCESS", "action-type": "PUSH", "repository-name": "team/app",
+                   "image-digest": digest, "image-tag": "3.0"}});
+    let indexed = handle(&push, &invocation(None), &config, &services).await;
+    assert_eq!(indexed.outcome, Outcome::Indexed);
+    // The image is untagged (its tag moved to another repository, say) and so is its SOCI index (as a
+    // run cut off after its manifests, before its tag, leaves it).
+    let left_behind = indexed.index_digest.clone().unwrap();
+    app.remove_tag("3.0-soci");
+    app.remove_tag("3.0");
+
+    let body = json!({"registry": REGISTRY, "repository": "team/app", "attempt": 0}).to_string();
+    let queue = Recorder::default();
+    let lifecycle = Lifecycle { repositories: &Listing(vec![]), queue: Some(&queue) };
+    let consumed = consume(&body, &invocation(None), &config, &services, &lifecycle).await;
+    assert!(!consumed.failed, "{:?}", consumed.report);
+    assert_eq!(consumed.report.untagged_removed, 3, "the index, its SOCI index, its annotated manifest");
+    assert!(app.manifest(&left_behind).is_none());
+    assert!(app.manifest(&digest).is_some(), "the image itself stays");
+}

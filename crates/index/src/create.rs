@@ -104,13 +104,12 @@ pub(crate) async fn create_resolved<R: Registry>(
     let published = match publish(registry.as_ref(), &image, &ztocs, &binding, options, &mut pushed).await {
         Ok(published) => published,
         Err(e) => {
-            // Nothing made them visible: what this run pushed by digest is nobody's.
-            remove_unbound(registry.as_ref(), &pushed).await;
+            leave_unbound(&pushed);
             return Err(e);
         }
     };
     if let Some(now) = published.superseded {
-        remove_unbound(registry.as_ref(), &pushed).await;
+        leave_unbound(&pushed);
         let now = now.unwrap_or_else(|| "nothing (deleted)".into());
         tracing::info!(image = %image.digest, now = %now, "the image's tag moved while it was indexed: its SOCI tag left to the newer run");
         report.superseded_by = Some(now);
@@ -146,19 +145,16 @@ async fn clean_up<R: Registry>(registry: &R, old: &str) -> (Vec<String>, Vec<Str
     }
 }
 
-/// Removes, best effort, what this run pushed by digest and never bound to the image (unless a tag or
-/// a tagged SOCI index names it: another run may have made the same bytes).
-async fn remove_unbound<R: Registry>(registry: &R, pushed: &Pushed) {
-    if pushed.0.is_empty() {
-        return;
-    }
-    match ownership::remove_unbound(registry, &pushed.0).await {
-        Ok(removed) => {
-            tracing::info!(removed = removed.len(), "removed the manifests of a run that bound nothing")
-        }
-        Err(e) => {
-            tracing::warn!(error = %crate::error::chain(&e), "the manifests of a run that bound nothing stay")
-        }
+/// Says what this run pushed by digest and never bound to the image. They are not deleted here: the
+/// same bytes may be another run's, pushed for the same image under another tag (or for an image with
+/// the same layers) and about to be tagged, and a deletion now would break that index. Untagged and
+/// unused for long (`prune_untagged`, the reconcile's `SOCI_UNTAGGED_OLDER_THAN`), they go.
+fn leave_unbound(pushed: &Pushed) {
+    if !pushed.0.is_empty() {
+        tracing::info!(
+            manifests = ?pushed.0,
+            "the run ended before its tag: its manifests stay untagged until the untagged SOCI output is swept"
+        );
     }
 }
 

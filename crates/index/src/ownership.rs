@@ -242,28 +242,6 @@ pub(crate) async fn delete_if_untagged<R: Registry>(registry: &R, digest: &str) 
     Ok(deleted.is_ok())
 }
 
-/// Deletes those of `digests` (manifests a run pushed by digest and never bound) that no tag and no
-/// tagged SOCI image index names; returns what went. A refusal ends it (best effort).
-pub(crate) async fn remove_unbound<R: Registry>(
-    registry: &R,
-    digests: &[String],
-) -> Result<Vec<String>, Error> {
-    let view = TagView::read(registry).await?;
-    let nobody = HashSet::new();
-    let live = view.live_references(registry, &nobody).await?;
-    let unbound: Vec<String> = digests
-        .iter()
-        .filter(|d| !live.contains(*d) && view.tags_of(d, &nobody).is_empty())
-        .cloned()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    match delete_in_order(registry, "a run that bound nothing", &unbound).await? {
-        Ok(()) => Ok(unbound),
-        Err(position) => Ok(unbound[..position].to_vec()),
-    }
-}
-
 /// What an untagged manifest is, when it is SOCI output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum UntaggedKind {

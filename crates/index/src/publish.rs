@@ -42,7 +42,7 @@ pub struct Published {
 }
 
 /// The manifests a run pushed by digest, in order: if the run ends before they are bound to the image
-/// (a failure, or superseded), they are nobody's and are removed ([`crate::ownership::remove_unbound`]).
+/// (a failure, or superseded), they are left untagged (see `create::leave_unbound`).
 #[derive(Clone, Debug, Default)]
 pub struct Pushed(pub Vec<String>);
 

@@ -9,7 +9,7 @@ use crate::convert;
 use crate::error::{registry_error, Error};
 use crate::fallback::fallback_referrers;
 use crate::media;
-use crate::oci::{Index, Manifest};
+use crate::oci::Manifest;
 use crate::options::{Binding, CreateOptions};
 use crate::registry::Registry;
 pub use crate::report::State;
@@ -203,15 +203,9 @@ async fn v2_indexes<R: Registry>(
     image: &ResolvedImage,
     soci_tag: &str,
 ) -> Result<Option<(String, Bound)>, Error> {
-    let Some(fetched) =
-        registry.get_manifest(soci_tag).await.map_err(registry_error(format!("fetching {soci_tag}")))?
-    else {
+    let Some((index_digest, index)) = crate::ownership::soci_image_index(registry, soci_tag).await? else {
         return Ok(None);
     };
-    let Ok(index) = serde_json::from_slice::<Index>(&fetched.bytes) else { return Ok(None) };
-    if !index.manifests().iter().any(|d| d.artifact_type == media::SOCI_INDEX_V2) {
-        return Ok(None);
-    }
     // Each manifest of the tagged index, as it was before conversion annotated it.
     let mut bound_manifests: Vec<(Vec<u8>, Option<String>)> = Vec::new();
     for entry in index.manifests().iter().filter(|d| d.artifact_type.is_empty()) {
@@ -236,7 +230,7 @@ async fn v2_indexes<R: Registry>(
     if bound.len() != image.selected.len() {
         bound.clear();
     }
-    Ok(Some((fetched.digest, bound)))
+    Ok(Some((index_digest, bound)))
 }
 
 /// v1: each selected platform's SOCI index, found through the referrers API or its fallback tag.

@@ -23,8 +23,27 @@ pub async fn fallback_referrers<R: Registry>(registry: &R, digest: &str) -> Resu
     }
 }
 
-/// The subject digest of a referrers fallback tag (`sha256-<64 hex>`).
+/// The subject digest of a referrers fallback tag (`sha256-<64 lowercase hex>`: digests are written in
+/// lowercase hex, so `sha256-ABC…` is a tag of someone else's). The one check of what such a tag is.
 pub fn fallback_subject(tag: &str) -> Option<String> {
     let hex = tag.strip_prefix("sha256-")?;
-    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| format!("sha256:{hex}"))
+    let lower_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+    (hex.len() == 64 && hex.bytes().all(lower_hex)).then(|| format!("sha256:{hex}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn referrers_tags_are_sha256_and_64_lowercase_hex() {
+        let hex = "ab".repeat(32);
+        assert_eq!(fallback_subject(&format!("sha256-{hex}")), Some(format!("sha256:{hex}")));
+        assert_eq!(fallback_tag(&format!("sha256:{hex}")), format!("sha256-{hex}"));
+        for not_one in
+            [format!("sha256-{}", hex.to_uppercase()), format!("sha256-{}", &hex[1..]), "sha256-".into()]
+        {
+            assert_eq!(fallback_subject(&not_one), None, "{not_one}");
+        }
+    }
 }

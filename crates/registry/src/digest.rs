@@ -42,19 +42,24 @@ pub(crate) fn is_digest(reference: &str) -> bool {
     reference.contains(':')
 }
 
-/// Checks a tag against the distribution grammar `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`, which also
-/// keeps it safe to paste into a URL path.
-pub(crate) fn validate_tag(tag: &str) -> Result<(), Error> {
+/// What the distribution spec allows a tag to be, `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+pub const TAG_RULE: &str = "a tag is 1 to 128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'";
+
+/// Whether `tag` follows the distribution grammar ([`TAG_RULE`]), which also keeps it safe to paste into
+/// a URL path. The one check of a tag's grammar.
+pub fn is_valid_tag(tag: &str) -> bool {
     let mut bytes = tag.bytes();
     let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
     let rest_ok = bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if first_ok && rest_ok && tag.len() <= 128 {
+    first_ok && rest_ok && tag.len() <= 128
+}
+
+/// [`is_valid_tag`], as an error naming the tag.
+pub(crate) fn validate_tag(tag: &str) -> Result<(), Error> {
+    if is_valid_tag(tag) {
         Ok(())
     } else {
-        Err(Error::InvalidReference {
-            input: tag.to_owned(),
-            reason: "a tag is 1 to 128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'".into(),
-        })
+        Err(Error::InvalidReference { input: tag.to_owned(), reason: TAG_RULE.into() })
     }
 }
 

@@ -43,7 +43,7 @@ mod transport;
 pub use auth::{Anonymous, BoxFuture, CredentialSource, Credentials, Secret, StaticCredentials};
 pub use blobs::PushedBlob;
 pub use client::{Client, ClientConfig, RangedReads, DEFAULT_MAX_CONNECTIONS};
-pub use digest::{sha256_digest, validate_digest};
+pub use digest::{is_valid_tag, sha256_digest, validate_digest, TAG_RULE};
 pub use download::BlobStream;
 pub use error::{Error, Resource};
 pub use manifests::{Deletion, Manifest, ManifestInfo, PutManifest};

@@ -46,13 +46,10 @@ fn skip(reason: impl Into<String>) -> Plan {
 /// Whether `tag` is a referrers tag-schema tag (`sha256-<64 hex>`): the index through which v1 SOCI
 /// indexes are listed on registries without the referrers API. It is soci-indexer's own output too.
 fn is_referrers_tag(tag: &str) -> bool {
-    tag.strip_prefix("sha256-").is_some_and(|hex| {
-        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
+    index::prune::fallback_subject(tag).is_some()
 }
 
-/// What the distribution spec allows a tag to be, `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
-pub const TAG_RULE: &str = "a tag is 1 to 128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'";
+pub use registry::TAG_RULE;
 
 /// `Err(why)` unless `tag` follows [`TAG_RULE`] (an over-long tag is named by its length only).
 fn check_tag(tag: &str) -> Result<(), String> {
@@ -60,9 +57,7 @@ fn check_tag(tag: &str) -> Result<(), String> {
     if length > 128 {
         return Err(format!("image-tag is {length} characters long: {TAG_RULE}"));
     }
-    let mut bytes = tag.bytes();
-    let first = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if first && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
+    if registry::is_valid_tag(tag) {
         Ok(())
     } else {
         Err(format!("image-tag {tag:?} is not a valid tag: {TAG_RULE}"))

@@ -95,11 +95,6 @@ pub(crate) async fn create_resolved<R: Registry>(
         return finish(report, Outcome::NothingToIndex);
     }
 
-    // The index `<tag><suffix>` holds before this run replaces it (v2: a re-pointed tag, or --force).
-    let replaced = match &binding {
-        Binding::V2 { soci_tag, .. } => soci_tag_holder(registry.as_ref(), soci_tag).await?,
-        Binding::V1 => None,
-    };
     let mut pushed = Pushed::default();
     let published = match publish(registry.as_ref(), &image, &ztocs, &binding, options, &mut pushed).await {
         Ok(published) => published,
@@ -115,7 +110,10 @@ pub(crate) async fn create_resolved<R: Registry>(
         report.superseded_by = Some(now);
         return finish(report, Outcome::Superseded);
     }
-    if let Some(old) = replaced.filter(|old| published.image_index_digest.as_ref() != Some(old)) {
+    // The index `<tag><suffix>` held right before the move (v2: a re-pointed tag, or --force).
+    if let Some(old) =
+        published.replaced.clone().filter(|old| published.image_index_digest.as_ref() != Some(old))
+    {
         (report.removed, report.kept) = clean_up(registry.as_ref(), &old).await;
     }
     for (position, platform) in image.selected.keys().zip(report.platforms.iter_mut()) {

@@ -39,6 +39,8 @@ pub struct Published {
     /// v2: the image's tag moved (or went) while the index was built, so `<tag><suffix>` was left
     /// alone: what the tag points at now (`None`: deleted).
     pub superseded: Option<Option<String>>,
+    /// v2: the SOCI image index `<tag><suffix>` held right before this run moved it.
+    pub replaced: Option<String>,
 }
 
 /// The manifests a run pushed by digest, in order: if the run ends before they are bound to the image
@@ -134,7 +136,7 @@ async fn bind_v2<R: Registry>(
         published.superseded = Some(now.map(|t| t.digest));
         return Ok(());
     }
-    soci_tag_holder(registry, soci_tag).await?;
+    published.replaced = soci_tag_holder(registry, soci_tag).await?;
     let pushed = registry
         .push_manifest(soci_tag, media::OCI_INDEX, Bytes::from(converted.index))
         .await

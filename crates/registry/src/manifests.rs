@@ -64,13 +64,6 @@ pub enum Deletion {
     Refused,
 }
 
-impl Deletion {
-    /// Whether the manifest is gone now (deleted, or gone before).
-    pub fn is_gone(self) -> bool {
-        self != Deletion::Refused
-    }
-}
-
 enum HeadManifest {
     Found(ManifestInfo),
     Missing,

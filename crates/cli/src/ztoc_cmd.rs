@@ -66,12 +66,8 @@ pub fn run(args: Args) -> Result<()> {
     })();
     progress.finish();
     let ztoc = result.with_context(|| format!("cannot index layer {layer_name}"))?;
-    let bytes = ztoc::codec::encode(&ztoc);
-    write_atomically(&args.output, |w| Ok(w.write_all(&bytes)?))?;
-    eprintln!(
-        "zTOC {} {} bytes: {} entries, {} spans of {} bytes ({} layer, {} bytes) -> {}",
-        ztoc::sha256_digest(&bytes),
-        bytes.len(),
+    let summary = format!(
+        "{} entries, {} spans of {} bytes ({} layer, {} bytes)",
         ztoc.toc.metadata.len(),
         ztoc.compression_info.zinfo.span_count(),
         ztoc.compression_info.zinfo.span_size(),
@@ -80,6 +76,14 @@ pub fn run(args: Args) -> Result<()> {
             ztoc::Zinfo::Tar(_) => "tar",
         },
         ztoc.compressed_archive_size,
+    );
+    // The model is given up to the encoder, which frees its checkpoints as it copies them.
+    let bytes = ztoc::codec::encode_owned(ztoc);
+    write_atomically(&args.output, |w| Ok(w.write_all(&bytes)?))?;
+    eprintln!(
+        "zTOC {} {} bytes: {summary} -> {}",
+        ztoc::sha256_digest(&bytes),
+        bytes.len(),
         args.output.display(),
     );
     Ok(())

@@ -254,8 +254,8 @@ fn build_blocking(
     }
     let built = builder.finish()?;
     let (entries, spans) = (built.toc.metadata.len(), built.compression_info.zinfo.span_count());
-    let bytes = ztoc::codec::encode(&built);
-    drop(built);
+    // Given up to the encoder, which frees the checkpoints as it copies them: one copy at the peak.
+    let bytes = ztoc::codec::encode_owned(built);
     Ok(Ok(Encoded { bytes, entries, spans }))
 }
 

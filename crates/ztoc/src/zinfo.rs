@@ -225,6 +225,11 @@ impl GzipZinfo {
         &self.blob
     }
 
+    /// The blob, given up (the encoder frees it as it copies it into the zTOC).
+    pub(crate) fn into_blob(self) -> Vec<u8> {
+        self.blob
+    }
+
     /// Number of checkpoints.
     pub fn len(&self) -> usize {
         (self.blob.len() - HEADER_SIZE) / PACKED_CHECKPOINT_SIZE

@@ -16,6 +16,7 @@ use crate::cache::{CacheKey, ZtocCache};
 use crate::error::{Error, LayerError};
 use crate::oci::Descriptor;
 use crate::options::CreateOptions;
+use crate::reasons::UnsupportedReason;
 use crate::registry::Registry;
 use crate::report::{BuiltLayer, LayerReport, LayerResult, Observer};
 use crate::reuse;
@@ -33,17 +34,6 @@ struct LayerBuild {
     ztoc: ztoc::BuildOptions,
     /// Stop (and leave the layer out) when the zTOC would grow past this.
     max_ztoc_size: u64,
-}
-
-/// A layer that got no zTOC because of what it holds.
-enum LeftOut {
-    /// The content cannot be represented in a zTOC.
-    Unsupported(ztoc::tar::TarError),
-    /// The zTOC would exceed the limit.
-    TooLarge {
-        /// The limit.
-        limit: u64,
-    },
 }
 
 /// Builds the zTOCs of `layers`, `options.concurrency` at a time (or as the shared `options.build_slots`
@@ -203,14 +193,7 @@ async fn build_layer<R: Registry>(
     };
     let built = match stream_into_builder(registry, layer, build_options, observer).await {
         Ok(Ok(built)) => built,
-        Ok(Err(left_out)) => {
-            let reason = match left_out {
-                LeftOut::Unsupported(e) => e.to_string(),
-                LeftOut::TooLarge { limit } => format!(
-                    "its zTOC would be larger than {limit} bytes (the --max-ztoc-size limit): a gzip bomb, \
-                     or a layer too big for this memory"
-                ),
-            };
+        Ok(Err(reason)) => {
             tracing::warn!(layer = %layer.digest, %reason, "layer left out of the SOCI index");
             return Ok(BuiltLayer { report: report(LayerResult::Unsupported { reason }), ztoc: None });
         }
@@ -244,12 +227,12 @@ async fn build_layer<R: Registry>(
 fn build_blocking(
     receiver: &mut mpsc::Receiver<Bytes>,
     build_options: LayerBuild,
-) -> Result<Result<Encoded, LeftOut>, ztoc::Error> {
+) -> Result<Result<Encoded, UnsupportedReason>, ztoc::Error> {
     let mut builder = ztoc::ZtocBuilder::new(build_options.ztoc)?;
     while let Some(piece) = receiver.blocking_recv() {
         builder.feed(&piece)?;
         if builder.estimated_size() > build_options.max_ztoc_size {
-            return Ok(Err(LeftOut::TooLarge { limit: build_options.max_ztoc_size }));
+            return Ok(Err(UnsupportedReason::TooLarge { limit: build_options.max_ztoc_size }));
         }
     }
     let built = builder.finish()?;
@@ -272,14 +255,14 @@ async fn stream_into_builder<R: Registry>(
     layer: &Descriptor,
     build_options: LayerBuild,
     observer: &dyn Observer,
-) -> Result<Result<Encoded, LeftOut>, LayerError> {
+) -> Result<Result<Encoded, UnsupportedReason>, LayerError> {
     let mut stream = registry.get_blob(layer).await.map_err(LayerError::Download)?;
     let (sender, mut receiver) = mpsc::channel::<Bytes>(PIECES_IN_FLIGHT);
-    let builder = task::spawn_blocking(move || -> Result<Result<Encoded, LeftOut>, ztoc::Error> {
+    let builder = task::spawn_blocking(move || -> Result<Result<Encoded, UnsupportedReason>, ztoc::Error> {
         match build_blocking(&mut receiver, build_options) {
             Err(ztoc::Error::Tar(
                 e @ (ztoc::tar::TarError::UnsupportedEntry { .. } | ztoc::tar::TarError::SparseEntry { .. }),
-            )) => Ok(Err(LeftOut::Unsupported(e))),
+            )) => Ok(Err(UnsupportedReason::Content(e))),
             other => other,
         }
     });

@@ -10,6 +10,7 @@ use crate::error::Error;
 use crate::options::{Binding, CreateOptions};
 use crate::ownership;
 use crate::publish::{publish, soci_tag_holder, Pushed};
+use crate::reasons::KeepReason;
 use crate::registry::Registry;
 use crate::report::{CreateReport, Observer, Outcome, PlatformReport};
 use crate::resolve::{resolve, ResolvedImage};
@@ -128,7 +129,7 @@ pub(crate) async fn create_resolved<R: Registry>(
 /// Removes the index a new one replaced, and what only it referenced, unless another tag still points
 /// at it (then it stays, with the reason). Best effort: the new index is in place, so a failure here is
 /// logged, never the run's. Returns what was removed, and why anything stayed.
-async fn clean_up<R: Registry>(registry: &R, old: &str) -> (Vec<String>, Vec<String>) {
+async fn clean_up<R: Registry>(registry: &R, old: &str) -> (Vec<String>, Vec<KeepReason>) {
     match ownership::remove_replaced(registry, old).await {
         Ok(ownership::Replaced { removed, kept }) => {
             if let Some(reason) = &kept {

@@ -18,7 +18,8 @@
 //! The formats: [`oci`] and `json` (OCI/Docker manifests written byte for byte as Go writes them),
 //! `soci` (the SOCI index manifest), `convert` (the v2 image index, as `soci convert` makes it).
 //!
-//! Module dependencies point one way: `report`, `cache`, `media`, `oci` and `registry` at the bottom,
+//! Module dependencies point one way: `reasons` (why something was not done: every such text, typed),
+//! `report`, `cache`, `media`, `oci` and `registry` at the bottom,
 //! then `resolve`, `select`, `fallback`, `ownership`; `build`, `status`, `publish`; `create`; `sync` and
 //! `prune` on top.
 
@@ -35,6 +36,7 @@ mod options;
 mod ownership;
 pub mod prune;
 mod publish;
+mod reasons;
 mod registry;
 mod report;
 mod resolve;
@@ -53,12 +55,11 @@ pub use options::{
     default_concurrency, Binding, BuildSlots, CreateOptions, DEFAULT_MAX_ZTOC_SIZE, DEFAULT_MIN_LAYER_SIZE,
     DEFAULT_TAG_SUFFIX, MAX_CONCURRENCY,
 };
+pub use reasons::{KeepReason, SkipReason, TagSkipReason, UnsupportedReason};
 pub use registry::{
     tag_targets_by_head, BlobStream, Deletion, FetchedManifest, Location, PushedManifest, Registry,
     SourceError, SourceErrorKind, TagTarget,
 };
-pub use report::{
-    CreateReport, LayerReport, LayerResult, Observer, Outcome, PlatformReport, Silent, SkipReason,
-};
+pub use report::{CreateReport, LayerReport, LayerResult, Observer, Outcome, PlatformReport, Silent};
 pub use soci::{IndexVersion, UnknownIndexVersion};
 pub use status::{status, PlatformStatus, State, StatusReport};

@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 use crate::error::{registry_error, Error};
 use crate::media;
 use crate::oci::Index;
+use crate::reasons::KeepReason;
 use crate::registry::{Deletion, Registry, TagTarget};
 
 /// Manifests fetched at once while looking for tagged SOCI image indexes.
@@ -123,7 +124,12 @@ pub(crate) enum Removal {
     /// Other tags share the index: remove only our tag (the registry can).
     Untag,
     /// Leave everything, for this reason.
-    Keep(String),
+    Keep(KeepReason),
+}
+
+/// Tags as a reason names them.
+fn owned(tags: Vec<&str>) -> Vec<String> {
+    tags.into_iter().map(str::to_owned).collect()
 }
 
 /// Decides how a tag pointing at the SOCI image index `digest` goes. `going`: the tags this run removes
@@ -141,11 +147,7 @@ pub(crate) fn plan_removal<R: Registry>(
         if registry.can_untag() {
             return Removal::Untag;
         }
-        return Removal::Keep(format!(
-            "its image index {digest} is also tagged {}: a DELETE by digest would remove that tag too, and \
-             this registry cannot remove one tag alone",
-            others.join(", ")
-        ));
+        return Removal::Keep(KeepReason::IndexAlsoTagged { digest: digest.to_owned(), tags: owned(others) });
     }
     let mut remove = vec![digest.to_owned()];
     let referenced: BTreeSet<String> = soci_references(index)
@@ -199,7 +201,7 @@ pub(crate) struct Replaced {
     /// Deleted (the index first).
     pub(crate) removed: Vec<String>,
     /// Why it stayed, if it did.
-    pub(crate) kept: Option<String>,
+    pub(crate) kept: Option<KeepReason>,
 }
 
 /// After `<tag><suffix>` moved to a new index: removes the replaced index `old` and the manifests only it
@@ -209,8 +211,7 @@ pub(crate) async fn remove_replaced<R: Registry>(registry: &R, old: &str) -> Res
     let nobody = HashSet::new();
     let still_tagged = view.tags_of(old, &nobody);
     if !still_tagged.is_empty() {
-        let kept =
-            format!("the replaced index {old} is still tagged {}: left in place", still_tagged.join(", "));
+        let kept = KeepReason::ReplacedStillTagged { digest: old.to_owned(), tags: owned(still_tagged) };
         return Ok(Replaced { removed: Vec::new(), kept: Some(kept) });
     }
     let Some((_, index)) = soci_image_index(registry, old).await? else {

@@ -23,6 +23,7 @@ pub use crate::fallback::fallback_subject;
 use crate::media;
 use crate::oci::{Descriptor, Index};
 use crate::ownership::{self, current_digests, delete_in_order, plan_removal, Removal, TagView};
+pub use crate::reasons::KeepReason;
 use crate::registry::Registry;
 
 /// What kind of SOCI output an orphan is.
@@ -62,7 +63,7 @@ pub struct Kept {
     /// The tag.
     pub tag: String,
     /// Why it stays.
-    pub reason: String,
+    pub reason: KeepReason,
 }
 
 /// What `prune` found and did.
@@ -200,7 +201,7 @@ async fn candidates<R: Registry>(
 
 /// Removes one orphan, after checking again that its image is still gone and its tag still points
 /// where it did. `Ok(Err(reason))`: something changed since, and nothing was removed.
-pub async fn remove<R: Registry>(registry: &R, orphan: &Orphan) -> Result<Result<(), String>, Error> {
+pub async fn remove<R: Registry>(registry: &R, orphan: &Orphan) -> Result<Result<(), KeepReason>, Error> {
     let tag = orphan.tag.as_str();
     let image_back = match orphan.kind {
         OrphanKind::V2Index => current_digests(registry, &[&orphan.image]).await?[&orphan.image].is_some(),
@@ -211,18 +212,19 @@ pub async fn remove<R: Registry>(registry: &R, orphan: &Orphan) -> Result<Result
             .is_some(),
     };
     if image_back {
-        return Ok(Err(format!("superseded: {} exists again (pushed while this ran)", orphan.image)));
+        return Ok(Err(KeepReason::ImageBack { image: orphan.image.clone() }));
     }
     let now = current_digests(registry, &[tag]).await?.remove(tag).flatten();
     if let Some(now) = now.as_ref().filter(|now| **now != orphan.digest) {
-        return Ok(Err(format!("superseded: {tag} moved to {now} while this ran (was {})", orphan.digest)));
+        let (tag, now, was) = (tag.to_owned(), now.clone(), orphan.digest.clone());
+        return Ok(Err(KeepReason::TagMoved { tag, now, was }));
     }
     // `now` is None: another run or event removed the tag already; what it referenced may remain.
     if orphan.untag {
         if now.is_some()
             && !registry.untag(tag).await.map_err(registry_error(format!("removing the tag {tag}")))?
         {
-            return Ok(Err(format!("the registry could not remove the tag {tag} alone")));
+            return Ok(Err(KeepReason::CannotUntag { tag: tag.to_owned() }));
         }
         return Ok(Ok(()));
     }
@@ -246,9 +248,9 @@ async fn v2_orphan<R: Registry>(
     live: &HashSet<String>,
     going: &HashSet<&str>,
     candidate: &Candidate,
-) -> Result<Result<Orphan, String>, Error> {
+) -> Result<Result<Orphan, KeepReason>, Error> {
     let Some((digest, index)) = ownership::soci_image_index(registry, &candidate.tag).await? else {
-        return Ok(Err("not SOCI output (no image index with SOCI indexes): a tag of its own".into()));
+        return Ok(Err(KeepReason::NotSociOutput));
     };
     let (remove, untag) = match plan_removal(registry, view, live, going, &digest, &index) {
         Removal::Keep(reason) => return Ok(Err(reason)),
@@ -272,28 +274,30 @@ async fn v1_orphan<R: Registry>(
     view: &TagView,
     going: &HashSet<&str>,
     candidate: &Candidate,
-) -> Result<Result<Orphan, String>, Error> {
+) -> Result<Result<Orphan, KeepReason>, Error> {
     let (tag, subject) = (candidate.tag.as_str(), candidate.image.as_str());
     if registry.get_manifest(subject).await.map_err(registry_error(format!("fetching {subject}")))?.is_some()
     {
-        return Ok(Err("its subject exists".into()));
+        return Ok(Err(KeepReason::SubjectExists));
     }
     let Some(fetched) =
         registry.get_manifest(tag).await.map_err(registry_error(format!("fetching {tag}")))?
     else {
-        return Ok(Err("gone".into()));
+        return Ok(Err(KeepReason::Gone));
     };
     let Ok(index) = serde_json::from_slice::<Index>(&fetched.bytes) else {
-        return Ok(Err("not a referrers index".into()));
+        return Ok(Err(KeepReason::NotReferrersIndex));
     };
     let (soci, other): (Vec<&Descriptor>, Vec<&Descriptor>) =
         index.manifests().iter().partition(|d| d.artifact_type == media::SOCI_INDEX_V1);
     if soci.is_empty() {
-        return Ok(Err("lists no SOCI index".into()));
+        return Ok(Err(KeepReason::NoSociIndex));
     }
     let shared = view.tags_of(&fetched.digest, going);
     if !shared.is_empty() {
-        return Ok(Err(format!("its referrers index is also tagged {}", shared.join(", "))));
+        return Ok(Err(KeepReason::ReferrersIndexAlsoTagged {
+            tags: shared.into_iter().map(str::to_owned).collect(),
+        }));
     }
     // Listing other artifacts too, the index is not ours alone: it is rewritten without our entries,
     // and the old one is left (untagged) rather than deleted.
@@ -338,7 +342,7 @@ pub async fn prune_tag<R: Registry>(
     tag: &str,
     tag_suffix: &str,
     dry_run: bool,
-) -> Result<Option<Result<Orphan, String>>, Error> {
+) -> Result<Option<Result<Orphan, KeepReason>>, Error> {
     let soci_tag = format!("{tag}{tag_suffix}");
     let now = current_digests(registry, &[tag, &soci_tag]).await?;
     if now[tag].is_some() || now[&soci_tag].is_none() {

@@ -1,9 +1,8 @@
 //! What a run reports: per layer, per platform and overall, plus hooks to watch it happen.
 
-use std::fmt;
+use serde::Serialize;
 
-use serde::{Serialize, Serializer};
-
+use crate::reasons::{KeepReason, SkipReason, TagSkipReason, UnsupportedReason};
 use crate::soci::{IndexVersion, ZtocEntry};
 
 /// Hooks for progress display (CLI) or logs (Lambda). All methods default to doing nothing.
@@ -84,51 +83,13 @@ pub enum LayerResult {
     /// Left out on purpose (size, media type).
     Skipped {
         /// Why.
-        #[serde(serialize_with = "display")]
         reason: SkipReason,
     },
     /// Its content cannot be represented in a zTOC (e.g. a PAX global header); left out with a warning.
     Unsupported {
-        /// Why (the zTOC builder's message).
-        reason: String,
+        /// Why.
+        reason: UnsupportedReason,
     },
-}
-
-/// Why a layer gets no zTOC although its content was never looked at.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SkipReason {
-    /// zstd layers cannot be indexed by SOCI.
-    Zstd,
-    /// A foreign (non-distributable) layer: not ours to fetch.
-    Foreign,
-    /// A media type that is neither gzip nor tar.
-    UnknownMediaType(String),
-    /// Smaller than the minimum layer size: cheaper to pull whole.
-    TooSmall {
-        /// The layer's compressed size.
-        size: u64,
-        /// The minimum.
-        min: u64,
-    },
-}
-
-impl fmt::Display for SkipReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SkipReason::Zstd => f.write_str("zstd layers cannot be indexed by SOCI"),
-            SkipReason::Foreign => f.write_str("foreign (non-distributable) layer"),
-            SkipReason::UnknownMediaType(media_type) => {
-                write!(f, "not a gzip or tar layer media type ({media_type})")
-            }
-            SkipReason::TooSmall { size, min } => {
-                write!(f, "smaller than the minimum layer size ({size} < {min} bytes)")
-            }
-        }
-    }
-}
-
-fn display<S: Serializer>(value: &impl fmt::Display, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(value)
 }
 
 /// One platform of the image.
@@ -175,7 +136,7 @@ pub struct CreateReport {
     pub removed: Vec<String>,
     /// v2: why the replaced index stayed (another tag still points at it).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub kept: Vec<String>,
+    pub kept: Vec<KeepReason>,
     /// Outcome `superseded`: what the image's tag points at now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub superseded_by: Option<String>,
@@ -247,7 +208,7 @@ pub enum SyncAction {
     /// Not for indexing (SOCI output, no filter matches, not an image, nothing eligible).
     Skipped {
         /// Why.
-        reason: String,
+        reason: TagSkipReason,
     },
     /// Indexing failed.
     Failed {

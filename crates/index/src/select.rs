@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use crate::media::{self, LayerKind};
 use crate::oci::Descriptor;
-use crate::report::{LayerReport, LayerResult, SkipReason};
+use crate::reasons::SkipReason;
+use crate::report::{LayerReport, LayerResult};
 use crate::resolve::PlatformImage;
 
 /// The layers to build, and the reports of those left out.

@@ -10,6 +10,7 @@ use crate::create::{create_resolved, Target};
 use crate::error::{chain, registry_error, Error};
 use crate::fallback::fallback_subject;
 use crate::options::CreateOptions;
+use crate::reasons::TagSkipReason;
 use crate::registry::Registry;
 use crate::report::{Observer, Outcome};
 pub use crate::report::{SyncAction, SyncEntry};
@@ -64,7 +65,7 @@ pub async fn sync<R: Registry>(
         let observer = observer.clone();
         let archived = archived.contains(tag);
         async move {
-            let skip = if archived { Some(ARCHIVED.to_owned()) } else { skip_reason(tag, options, sync) };
+            let skip = if archived { Some(TagSkipReason::Archived) } else { skip_reason(tag, options, sync) };
             let action = match skip {
                 Some(reason) => SyncAction::Skipped { reason },
                 None => sync_tag(registry, tag, options, sync.dry_run, observer.clone()).await,
@@ -80,20 +81,16 @@ pub async fn sync<R: Registry>(
     Ok(SyncReport { dry_run: sync.dry_run, tags: entries })
 }
 
-/// The reason given for a tag whose image is archived ([`Registry::archived_tags`]).
-pub const ARCHIVED: &str =
-    "archived: the registry keeps the image but does not serve it until it is restored (not indexed)";
-
 /// Tags that are SOCI output by name, or that no filter wants.
-fn skip_reason(tag: &str, options: &CreateOptions, sync: &SyncOptions) -> Option<String> {
+fn skip_reason(tag: &str, options: &CreateOptions, sync: &SyncOptions) -> Option<TagSkipReason> {
     if options.index_version == IndexVersion::V2 && tag.ends_with(&options.tag_suffix) {
-        return Some(format!("SOCI output (ends with {})", options.tag_suffix));
+        return Some(TagSkipReason::SociOutput { suffix: options.tag_suffix.clone() });
     }
     if fallback_subject(tag).is_some() {
-        return Some("SOCI output (a referrers fallback tag)".into());
+        return Some(TagSkipReason::ReferrersTag);
     }
     if !(sync.select)(tag) {
-        return Some("matches no filter".into());
+        return Some(TagSkipReason::NoFilterMatches);
     }
     None
 }
@@ -124,15 +121,10 @@ async fn sync_tag<R: Registry>(
                 layers_reused: report.layers_reused(),
             },
             Outcome::AlreadyIndexed => SyncAction::AlreadyIndexed,
-            Outcome::NothingToIndex => {
-                SyncAction::Skipped { reason: "nothing to index: no layer is eligible".into() }
+            Outcome::NothingToIndex => SyncAction::Skipped { reason: TagSkipReason::NothingEligible },
+            Outcome::Superseded => {
+                SyncAction::Skipped { reason: TagSkipReason::Superseded { by: report.superseded_by } }
             }
-            Outcome::Superseded => SyncAction::Skipped {
-                reason: format!(
-                    "superseded: the tag moved to {} while it was indexed (that image's run binds it)",
-                    report.superseded_by.as_deref().unwrap_or("another image")
-                ),
-            },
         },
         Err(e) => failure(e),
     }
@@ -141,7 +133,7 @@ async fn sync_tag<R: Registry>(
 /// Input that can never be indexed is skipped; anything else failed.
 fn failure(error: Error) -> SyncAction {
     if error.is_unindexable_input() {
-        SyncAction::Skipped { reason: chain(&error) }
+        SyncAction::Skipped { reason: TagSkipReason::Unindexable(chain(&error)) }
     } else {
         SyncAction::Failed { error: chain(&error) }
     }

@@ -381,7 +381,9 @@ fn created_report(mut report: Report, created: CreateReport) -> Report {
             }
             LayerResult::Reused { .. } => report.layers_reused += 1,
             LayerResult::Skipped { reason } => note_left_out(&mut report, &mut left_out, reason.to_string()),
-            LayerResult::Unsupported { reason } => note_left_out(&mut report, &mut left_out, reason.clone()),
+            LayerResult::Unsupported { reason } => {
+                note_left_out(&mut report, &mut left_out, reason.to_string())
+            }
         }
     }
     report.soci_indexes = created.platforms.iter().filter_map(|p| p.soci_index_digest.clone()).collect();

@@ -435,7 +435,7 @@ async fn reconcile_repository<R: Registries, E>(
     tracing::debug!(repository = %repository, tags = synced.tags.len(), ms = started.elapsed().as_millis() as u64, "synced");
     // Archived images (ECR's archive storage class) cannot be pulled: skipped by name, not failed.
     let archived = synced
-        .count(|action| matches!(action, SyncAction::Skipped { reason } if reason == index::sync::ARCHIVED));
+        .count(|action| matches!(action, SyncAction::Skipped { reason: index::TagSkipReason::Archived }));
     let mut summary = format!(
         "{} tag(s) indexed, {} SOCI tag(s) pruned, {} tag(s) seen",
         report.tags_indexed,

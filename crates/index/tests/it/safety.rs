@@ -77,7 +77,10 @@ async fn a_promoted_soci_tag_outlives_prune_where_only_our_tag_can_go() {
         } else {
             assert!(report.orphans.is_empty(), "{report:?}");
             let kept = &report.kept[0];
-            assert!(kept.tag == "v1-soci" && kept.reason.contains("also tagged prod"), "{report:?}");
+            assert!(
+                kept.tag == "v1-soci" && kept.reason.to_string().contains("also tagged prod"),
+                "{report:?}"
+            );
             assert!(!registry.pushes().iter().any(|p| p.starts_with("delete ")), "nothing deleted");
         }
     }
@@ -96,7 +99,7 @@ async fn a_deletion_event_and_a_re_index_keep_a_promoted_index() {
     let second = create(&registry, "v1", IndexVersion::V2).await;
     assert_eq!(second.outcome, Outcome::Created);
     assert!(second.removed.is_empty(), "{second:?}");
-    assert!(second.kept[0].contains("still tagged prod"), "{second:?}");
+    assert!(second.kept[0].to_string().contains("still tagged prod"), "{second:?}");
     assert!(whole(&registry, &promoted));
 
     // v1 is deleted: the Lambda's prune_tag removes v1-soci's own index, never prod's.

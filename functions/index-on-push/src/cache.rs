@@ -32,7 +32,7 @@ pub struct DynamoCache {
 }
 
 impl DynamoCache {
-    /// The cache in `table` (a name or an ARN), entries living [`DEFAULT_TIME_TO_LIVE`].
+    /// The cache in `table` (a name or an ARN), entries living `DEFAULT_TIME_TO_LIVE`.
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> DynamoCache {
         DynamoCache { client, table: table.into(), time_to_live: DEFAULT_TIME_TO_LIVE }
     }

@@ -12,7 +12,7 @@ use crate::handler::{invoke, Invocation, RetryableFailure, Services};
 use crate::outcome::Report;
 use crate::reconcile::{self, Lifecycle};
 
-/// The Lambda entry point for every payload: a reconcile request ([`reconcile::start`]), a batch of work
+/// The Lambda entry point for every payload: a reconcile request (`reconcile::start`), a batch of work
 /// queue messages ([`reconcile::consume`], answered with the failed ones for `ReportBatchItemFailures`),
 /// or an ECR event ([`invoke`](crate::handler::invoke)). Each writes its log lines and metrics.
 pub async fn dispatch<R: Registries, E: CompletionEvents>(

@@ -130,7 +130,7 @@ struct Cached {
     refresh_at: SystemTime,
 }
 
-/// The registry client's credentials from ECR tokens, cached until [`REFRESH_MARGIN`] before they
+/// The registry client's credentials from ECR tokens, cached until `REFRESH_MARGIN` before they
 /// expire. A token that is already that close to expiry (or past it: moto hands out tokens whose
 /// `expiresAt` is in the past) is used for the request that asked and fetched again next time; it is
 /// never an error and never a loop. A 401 from the registry drops the cached token

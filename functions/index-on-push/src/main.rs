@@ -5,9 +5,9 @@
 
 use std::process::ExitCode;
 
-use index_on_push::handler::{Invocation, Services};
-use index_on_push::reconcile::{Lifecycle, WorkQueue};
 use index_on_push::{logging, wiring, Config};
+use index_on_push::{Invocation, Services};
+use index_on_push::{Lifecycle, WorkQueue};
 use lambda_runtime::{service_fn, LambdaEvent};
 
 /// What the Lambda runtime client insists on (it panics without them).

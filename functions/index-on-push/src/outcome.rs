@@ -282,7 +282,7 @@ impl Report {
         })
     }
 
-    /// The report with every echoed text shortened to [`MAX_FIELD_CHARS`] ([`MAX_REASON_CHARS`] for
+    /// The report with every echoed text shortened to `MAX_FIELD_CHARS` (`MAX_REASON_CHARS` for
     /// the reason).
     pub fn bounded(mut self) -> Report {
         let fields = [&mut self.request_id, &mut self.repository].into_iter().chain(

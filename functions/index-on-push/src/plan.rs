@@ -6,6 +6,7 @@ use registry::Repository;
 use crate::config::Config;
 use crate::ecr;
 use crate::event::{self, EcrEvent};
+pub use crate::skip::SkipReason;
 
 /// The decision for one event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,7 +14,7 @@ pub enum Plan {
     /// Nothing to do; the reason goes into the log line.
     Skip {
         /// Why.
-        reason: String,
+        reason: SkipReason,
     },
     /// Index this image.
     Index(Target),
@@ -39,28 +40,22 @@ pub struct Target {
     pub tag: Option<String>,
 }
 
-fn skip(reason: impl Into<String>) -> Plan {
-    Plan::Skip { reason: reason.into() }
-}
-
 /// Whether `tag` is a referrers tag-schema tag (`sha256-<64 hex>`): the index through which v1 SOCI
 /// indexes are listed on registries without the referrers API. It is soci-indexer's own output too.
 fn is_referrers_tag(tag: &str) -> bool {
     index::prune::fallback_subject(tag).is_some()
 }
 
-pub use registry::TAG_RULE;
-
-/// `Err(why)` unless `tag` follows [`TAG_RULE`] (an over-long tag is named by its length only).
-fn check_tag(tag: &str) -> Result<(), String> {
+/// `Err(why)` unless `tag` follows [`registry::TAG_RULE`] (an over-long tag is named by its length only).
+fn check_tag(tag: &str) -> Result<(), SkipReason> {
     let length = tag.chars().count();
     if length > 128 {
-        return Err(format!("image-tag is {length} characters long: {TAG_RULE}"));
+        return Err(SkipReason::TagTooLong { length });
     }
     if registry::is_valid_tag(tag) {
         Ok(())
     } else {
-        Err(format!("image-tag {tag:?} is not a valid tag: {TAG_RULE}"))
+        Err(SkipReason::InvalidTag { tag: tag.to_owned() })
     }
 }
 
@@ -82,14 +77,14 @@ pub fn plan(event: &EcrEvent, config: &Config) -> Plan {
 pub fn plan_lifecycle(expiry: &event::LifecycleExpiry, config: &Config) -> Plan {
     let name = expiry.repository_name.trim();
     if name.is_empty() {
-        return skip("the lifecycle policy event has no repositoryName");
+        return Plan::Skip { reason: SkipReason::NoLifecycleRepositoryName };
     }
     if !config.filters.may_select_repository(name) {
-        return skip(format!("repository {name} matches no filter of SOCI_FILTERS"));
+        return Plan::Skip { reason: SkipReason::RepositoryNotSelected { name: name.to_owned() } };
     }
     match repository(expiry.account.as_deref(), expiry.region.as_deref(), name, config) {
         Ok(repository) => Plan::PruneRepository(repository),
-        Err(reason) => skip(reason),
+        Err(reason) => Plan::Skip { reason },
     }
 }
 
@@ -114,16 +109,16 @@ pub fn restored_tags(repository: &str, candidates: &[String], config: &Config) -
         .collect()
 }
 
-fn decide(event: &EcrEvent, config: &Config) -> Result<Plan, String> {
+fn decide(event: &EcrEvent, config: &Config) -> Result<Plan, SkipReason> {
     let action = check_action(event)?;
     let detail = &event.detail;
     let name = detail.repository_name.trim();
     if name.is_empty() {
-        return Err("the event has no repository-name".into());
+        return Err(SkipReason::NoRepositoryName);
     }
     let (tag, digest) = (detail.tag(), detail.digest());
     if tag.is_none() && digest.is_none() {
-        return Err("the event has neither image-digest nor image-tag".into());
+        return Err(SkipReason::NoImage);
     }
     check_media_types(detail.manifest_media_type(), detail.artifact_media_type())?;
     if let Some(tag) = tag {
@@ -136,24 +131,22 @@ fn decide(event: &EcrEvent, config: &Config) -> Result<Plan, String> {
     match (action, tag) {
         (Action::Delete | Action::Restore, None) => {
             if !config.filters.may_select_repository(name) {
-                return Err(format!("repository {name} matches no filter of SOCI_FILTERS"));
+                return Err(SkipReason::RepositoryNotSelected { name: name.to_owned() });
             }
         }
-        _ => config.filters.check(name, tag.unwrap_or(""))?,
+        _ => config.filters.check(name, tag.unwrap_or("")).map_err(SkipReason::NotSelected)?,
     }
     // A v2 restore is indexed by the tags naming its digest now (ECR's restore event has no tag).
     let restore_by_tags = action == Action::Restore && config.index_version == IndexVersion::V2;
     let reference = match action {
         Action::Push => Some(reference(config.index_version, tag, digest)?),
-        Action::Restore if restore_by_tags => {
-            Some(digest.ok_or("the restore event has no image-digest: its tags cannot be found")?)
-        }
+        Action::Restore if restore_by_tags => Some(digest.ok_or(SkipReason::RestoreWithoutDigest)?),
         Action::Restore => Some(reference(config.index_version, tag, digest)?),
         Action::Delete => None,
     };
     let repository = repository(event.account.as_deref(), event.region.as_deref(), name, config)?;
-    if digest.is_some_and(|d| registry::validate_digest(d).is_err()) {
-        return Err(format!("image-digest {:?} is not a sha256 digest", digest.unwrap_or_default()));
+    if let Some(digest) = digest.filter(|d| registry::validate_digest(d).is_err()) {
+        return Err(SkipReason::InvalidDigest { digest: digest.to_owned() });
     }
     Ok(match (action, reference, tag) {
         (Action::Restore, Some(reference), _) if restore_by_tags => {
@@ -174,7 +167,7 @@ fn decide(event: &EcrEvent, config: &Config) -> Result<Plan, String> {
 /// `UPDATE_STORAGE_CLASS` to `STANDARD` (a restore; `ARCHIVE` is skipped: an archived image cannot be
 /// pulled), an `ECR Replication Action` `REPLICATE` (indexed as a push), an `ECR Pull Through Cache
 /// Action` (indexed as a push: a cached repository is an ordinary repository).
-fn check_action(event: &EcrEvent) -> Result<Action, String> {
+fn check_action(event: &EcrEvent) -> Result<Action, SkipReason> {
     let detail = &event.detail;
     if event.source != event::SOURCE {
         return Err(not_ecr(event));
@@ -183,14 +176,14 @@ fn check_action(event: &EcrEvent) -> Result<Action, String> {
         if result == "SUCCESS" {
             Ok(())
         } else {
-            Err(format!("{what} {result:?}, not SUCCESS"))
+            Err(SkipReason::NotSuccess { what: what.to_owned(), result: result.to_owned() })
         }
     };
     match event.detail_type.as_str() {
         event::DETAIL_TYPE => {}
         event::REPLICATION_DETAIL_TYPE => {
             if detail.action_type != "REPLICATE" {
-                return Err(format!("replication action-type {:?}, not REPLICATE", detail.action_type));
+                return Err(SkipReason::NotReplicate { action_type: detail.action_type.clone() });
             }
             success("replication result", &detail.result)?;
             return Ok(Action::Push);
@@ -208,17 +201,13 @@ fn check_action(event: &EcrEvent) -> Result<Action, String> {
             Some("STANDARD") => Action::Restore,
             Some("ARCHIVE") => {
                 success("archive result", &detail.result)?;
-                return Err(ARCHIVED.into());
+                return Err(SkipReason::Archived);
             }
             other => {
-                return Err(format!(
-                "action-type \"UPDATE_STORAGE_CLASS\" with target-storage-class {:?}, neither ARCHIVE nor \
-                     STANDARD: not PUSH or DELETE either",
-                other.unwrap_or_default()
-            ))
+                return Err(SkipReason::UnknownStorageClass { class: other.unwrap_or_default().to_owned() })
             }
         },
-        other => return Err(format!("action-type {other:?}, not PUSH or DELETE")),
+        other => return Err(SkipReason::UnknownAction { action_type: other.to_owned() }),
     };
     let what = match action {
         Action::Push => "push",
@@ -229,33 +218,25 @@ fn check_action(event: &EcrEvent) -> Result<Action, String> {
     Ok(action)
 }
 
-/// Why an archive event is skipped.
-pub const ARCHIVED: &str = "archived (target-storage-class ARCHIVE): ECR keeps the image but answers 404 to \
-     its pull until it is restored; nothing to index and nothing written (its SOCI index stays, for when \
-     it is restored)";
-
-fn not_ecr(event: &EcrEvent) -> String {
-    format!(
-        "not an ECR image action, replication or pull through cache action (source {:?}, detail-type {:?})",
-        event.source, event.detail_type
-    )
+fn not_ecr(event: &EcrEvent) -> SkipReason {
+    SkipReason::NotEcr { source: event.source.clone(), detail_type: event.detail_type.clone() }
 }
 
 /// The loop guard by media type, when the event tells it.
-fn check_media_types(manifest_type: Option<&str>, artifact_type: Option<&str>) -> Result<(), String> {
+fn check_media_types(manifest_type: Option<&str>, artifact_type: Option<&str>) -> Result<(), SkipReason> {
     if let Some(artifact) = artifact_type {
         if artifact == media::SOCI_INDEX_V1 || artifact == media::SOCI_INDEX_V2 {
-            return Err(format!("a SOCI index manifest (artifact type {artifact}), not an image to index"));
+            return Err(SkipReason::SociIndexArtifact { artifact: artifact.to_owned() });
         }
     }
     if let Some(manifest) = manifest_type {
         let is_manifest = media::is_image_manifest(manifest);
         if !is_manifest && !media::is_image_index(manifest) {
-            return Err(format!("not an image: manifest media type {manifest}"));
+            return Err(SkipReason::NotImageManifest { media_type: manifest.to_owned() });
         }
         if let Some(artifact) = artifact_type {
             if is_manifest && artifact != media::OCI_CONFIG && artifact != media::DOCKER_CONFIG {
-                return Err(format!("not an image: an artifact of type {artifact}"));
+                return Err(SkipReason::NotImageArtifact { artifact: artifact.to_owned() });
             }
         }
     }
@@ -263,18 +244,12 @@ fn check_media_types(manifest_type: Option<&str>, artifact_type: Option<&str>) -
 }
 
 /// `Err` for soci-indexer's own tags: `<tag><suffix>` and referrers tags.
-fn check_not_own_output(tag: &str, config: &Config) -> Result<(), String> {
+fn check_not_own_output(tag: &str, config: &Config) -> Result<(), SkipReason> {
     if tag.ends_with(config.tag_suffix.as_str()) {
-        return Err(format!(
-            "tag {tag:?} ends with the SOCI tag suffix {:?}: soci-indexer's own output",
-            config.tag_suffix
-        ));
+        return Err(SkipReason::OwnSuffix { tag: tag.to_owned(), suffix: config.tag_suffix.clone() });
     }
     if is_referrers_tag(tag) {
-        return Err(format!(
-            "tag {tag:?} is a referrers tag-schema index (how v1 SOCI indexes are listed without a \
-             referrers API): soci-indexer's own output"
-        ));
+        return Err(SkipReason::OwnReferrersTag { tag: tag.to_owned() });
     }
     Ok(())
 }
@@ -284,16 +259,12 @@ fn reference<'a>(
     version: IndexVersion,
     tag: Option<&'a str>,
     digest: Option<&'a str>,
-) -> Result<&'a str, String> {
+) -> Result<&'a str, SkipReason> {
     match (version, tag, digest) {
-        (IndexVersion::V2, None, _) => {
-            Err("pushed without a tag: a v2 SOCI index is pushed as <tag><suffix>, so \
-                                            it needs a tag (SOCI_INDEX_VERSION=v1 indexes by digest)"
-                .into())
-        }
+        (IndexVersion::V2, None, _) => Err(SkipReason::Untagged),
         (IndexVersion::V2, Some(tag), _) | (IndexVersion::V1, Some(tag), None) => Ok(tag),
         (IndexVersion::V1, _, Some(digest)) => Ok(digest),
-        (IndexVersion::V1, None, None) => Err("the event has neither image-digest nor image-tag".into()),
+        (IndexVersion::V1, None, None) => Err(SkipReason::NoImage),
     }
 }
 
@@ -303,12 +274,14 @@ fn repository(
     region: Option<&str>,
     name: &str,
     config: &Config,
-) -> Result<Repository, String> {
+) -> Result<Repository, SkipReason> {
     let host = match &config.registry_override {
         Some(registry) => registry.host.clone(),
-        None => ecr::registry_host(account.unwrap_or_default(), region.unwrap_or_default())?,
+        None => ecr::registry_host(account.unwrap_or_default(), region.unwrap_or_default())
+            .map_err(SkipReason::NoRegistry)?,
     };
-    Repository::new(host, name).map_err(|e| format!("repository-name {name:?}: {e}"))
+    Repository::new(host, name)
+        .map_err(|e| SkipReason::InvalidRepository { name: name.to_owned(), error: e.to_string() })
 }
 
 #[cfg(test)]
@@ -346,7 +319,7 @@ mod tests {
 
     fn reason(plan: Plan) -> String {
         match plan {
-            Plan::Skip { reason } => reason,
+            Plan::Skip { reason } => reason.to_string(),
             other => panic!("expected a skip, got {other:?}"),
         }
     }
@@ -406,6 +379,7 @@ mod tests {
     #[test]
     fn every_skip_rule() {
         let v2 = config(&[]);
+        let archived = SkipReason::Archived.to_string();
         let cases: Vec<(EcrEvent, &str)> = vec![
             (
                 push(json!({"action-type": "UPDATE_STORAGE_CLASS"})),
@@ -413,7 +387,7 @@ mod tests {
             ),
             (
                 push(json!({"action-type": "UPDATE_STORAGE_CLASS", "target-storage-class": "ARCHIVE"})),
-                ARCHIVED,
+                archived.as_str(),
             ),
             (
                 push(json!({"action-type": "UPDATE_STORAGE_CLASS", "target-storage-class": "STANDARD",
@@ -514,7 +488,7 @@ mod tests {
                 json!({"action-type": "UPDATE_STORAGE_CLASS", "target-storage-class": class, "image-tag": null}),
             )
         };
-        assert_eq!(reason(plan(&storage("ARCHIVE"), &v2)), ARCHIVED);
+        assert!(matches!(plan(&storage("ARCHIVE"), &v2), Plan::Skip { reason: SkipReason::Archived }));
         let Plan::IndexRestored(target) = plan(&storage("STANDARD"), &v2) else {
             panic!("a restore is indexed")
         };
@@ -660,11 +634,14 @@ mod tests {
         }
         for tag in ["-bad", ".x", "a/b", "../../x", "a b", "x:1", "\u{e9}t\u{e9}", &"t".repeat(129)] {
             let why = reason(plan(&push(json!({"image-tag": tag})), &v2));
-            assert!(why.ends_with(TAG_RULE), "{tag}: {why}");
+            assert!(why.ends_with(registry::TAG_RULE), "{tag}: {why}");
         }
         // Checked before the own-output rules, which quote the tag.
         let own = push(json!({"image-tag": format!("{}-soci", "t".repeat(200))}));
-        assert_eq!(reason(plan(&own, &v2)), format!("image-tag is 205 characters long: {TAG_RULE}"));
+        assert_eq!(
+            reason(plan(&own, &v2)),
+            format!("image-tag is 205 characters long: {}", registry::TAG_RULE)
+        );
         // v1 fetches by digest when it has one.
         let v1 = config(&[("SOCI_INDEX_VERSION", "v1")]);
         assert!(matches!(plan(&push(json!({"image-tag": "-bad"})), &v1), Plan::Index(_)));

@@ -9,8 +9,6 @@
 //! delay: work already done is not redone (sync skips indexed tags), so a repository too big for one
 //! invocation makes progress and is not lost.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +24,7 @@ use crate::handler::{before_deadline, failure_reason, Invocation, Services};
 use crate::outcome::{Outcome, Report};
 
 /// A boxed future, for the object-safe traits here.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+use index::cache::BoxFuture;
 
 /// How long a repository sent again waits before it is delivered (SQS allows up to 15 minutes).
 pub const REQUEUE_DELAY: Duration = Duration::from_secs(30);

@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 use index::media;
 use index::oci::{Index, Manifest};
-use index_on_push::ecr::{EcrCredentials, EcrTokenSource};
 use index_on_push::{
     handle, wiring, Config, EventBridge, HttpRegistries, Invocation, Outcome, Report, Services,
 };
+use index_on_push::{EcrCredentials, EcrTokenSource};
 use registry::{Client, ClientConfig, Credentials, Repository, StaticCredentials};
 use serde_json::{json, Value};
 use testkit::image::{image, Style, TestImage, TestLayer};

@@ -10,10 +10,10 @@ use crate::aws;
 use bytes::Bytes;
 use index::oci::Descriptor;
 use index::{BlobStream, Deletion, FetchedManifest, Location, PushedManifest, SourceError, TagTarget};
-use index_on_push::reconcile::{Lifecycle, WorkQueue};
 use index_on_push::{
     dispatch, wiring, Config, EventBridge, HttpRegistries, Invocation, Registries, Services,
 };
+use index_on_push::{Lifecycle, WorkQueue};
 use registry::{Client, Repository};
 use serde_json::{json, Value};
 use testkit::image::{image, Style, TestImage, TestLayer};
@@ -89,7 +89,7 @@ fn invocation() -> Invocation {
 struct Wired {
     registries: HttpRegistries,
     events: EventBridge,
-    repositories: index_on_push::reconcile::EcrRepositories,
+    repositories: index_on_push::EcrRepositories,
 }
 
 impl Wired {
@@ -207,7 +207,7 @@ async fn an_archive_writes_nothing_and_a_restore_indexes_the_tags_of_the_image()
     let answer = wired.dispatch(&archived, &config).await;
     assert_eq!(
         (answer["outcome"].as_str(), reason(&answer)),
-        (Some("skipped"), index_on_push::plan::ARCHIVED),
+        (Some("skipped"), index_on_push::SkipReason::Archived.to_string().as_str()),
         "{answer}"
     );
     assert!(answer.get("registry").is_none(), "decided before any registry call: {answer}");
@@ -336,8 +336,7 @@ async fn the_reconcile_skips_archived_images_by_name_and_keeps_their_soci_indexe
     let services = Services { registries: &archiving, completion: &wired.events, ztoc_cache: None };
     let lifecycle = Lifecycle { repositories: &wired.repositories, queue: None };
     let body = json!({"registry": world.registry.host(), "repository": "team/app"}).to_string();
-    let consumed =
-        index_on_push::reconcile::consume(&body, &invocation(), &config, &services, &lifecycle).await;
+    let consumed = index_on_push::consume(&body, &invocation(), &config, &services, &lifecycle).await;
     let report = &consumed.report;
     assert!(!consumed.failed, "{report:?}");
     assert_eq!(

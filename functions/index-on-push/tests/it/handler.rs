@@ -10,8 +10,8 @@ use bytes::Bytes;
 use index::media;
 use index::testing::{MemoryRegistry, Mode};
 use index::SourceErrorKind;
-use index_on_push::completion::{CompletionError, CompletionEvents, Detail};
 use index_on_push::{handle, invoke, Config, Invocation, Outcome, Registries, Report, Services};
+use index_on_push::{CompletionError, CompletionEvents, Detail};
 use registry::Repository;
 use serde_json::{json, Value};
 use testkit::image::{image, Style, TestImage, TestLayer};
@@ -389,7 +389,7 @@ async fn indexing_stops_cleanly_before_the_deadline() {
 
 #[test]
 fn the_safety_margin_scales_with_the_time_left() {
-    use index_on_push::handler::safety_margin;
+    use index_on_push::safety_margin;
     assert_eq!(safety_margin(Duration::from_secs(900)), Duration::from_secs(5));
     assert_eq!(safety_margin(Duration::from_secs(30)), Duration::from_secs(3));
     assert_eq!(safety_margin(Duration::from_secs(1)), Duration::from_millis(200));

@@ -9,8 +9,8 @@ use crate::aws;
 use std::time::Instant;
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use index_on_push::reconcile::{Lifecycle, WorkQueue};
 use index_on_push::{dispatch, wiring, Config, EventBridge, HttpRegistries, Invocation, Services};
+use index_on_push::{Lifecycle, WorkQueue};
 use registry::{Client, Repository};
 use serde_json::{json, Value};
 use testkit::image::{image, Style, TestImage, TestLayer};
@@ -72,8 +72,8 @@ fn invocation(deadline: Option<Instant>) -> Invocation {
 struct Wired {
     registries: HttpRegistries,
     events: EventBridge,
-    repositories: index_on_push::reconcile::EcrRepositories,
-    queue: Option<index_on_push::reconcile::SqsQueue>,
+    repositories: index_on_push::EcrRepositories,
+    queue: Option<index_on_push::SqsQueue>,
 }
 
 impl Wired {
@@ -284,8 +284,7 @@ async fn a_work_item_for_a_repository_deleted_since_it_was_listed_is_skipped() {
         json!({"registry": world.registry.host(), "repository": "team/deleted", "attempt": 0}).to_string();
     let services = Services { registries: &wired.registries, completion: &wired.events, ztoc_cache: None };
     let lifecycle = Lifecycle { repositories: &wired.repositories, queue: None };
-    let consumed =
-        index_on_push::reconcile::consume(&body, &invocation(None), &config, &services, &lifecycle).await;
+    let consumed = index_on_push::consume(&body, &invocation(None), &config, &services, &lifecycle).await;
     assert!(!consumed.failed, "{:?}", consumed.report);
     assert_eq!(consumed.report.outcome, index_on_push::Outcome::Skipped, "{:?}", consumed.report);
     let reason = consumed.report.reason.as_deref().unwrap();

@@ -6,12 +6,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use index::testing::{MemoryRegistry, Mode};
-use index_on_push::completion::{CompletionError, CompletionEvents, Detail};
-use index_on_push::reconcile::{
+use index_on_push::{
     consume, BoxFuture, Lifecycle, Listed, ReconcileError, RepositoryList, WorkItem, WorkQueue, MAX_ATTEMPTS,
     REQUEUE_DELAY,
 };
 use index_on_push::{dispatch, handle, Config, Invocation, Outcome, Registries, Services};
+use index_on_push::{CompletionError, CompletionEvents, Detail};
 use registry::Repository;
 use serde_json::{json, Value};
 use testkit::image::{image, Style, TestImage, TestLayer};

@@ -20,30 +20,12 @@ use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 use support::{measure, push_layers, ChildRun};
 
 use registry::Repository;
 use testkit::image::TestLayer;
 use testkit::registry::LocalRegistry;
-
-/// Hashes what goes through it (the tar, for the layer's diff id) on its way to `inner`.
-struct Hashing<W> {
-    hasher: Sha256,
-    inner: W,
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
 
 /// The cached bomb and its diff id (kept beside it: hashing 10 GiB again takes longer than the run).
 fn bomb_layer(gib: u64) -> (PathBuf, String) {
@@ -56,7 +38,7 @@ fn bomb_layer(gib: u64) -> (PathBuf, String) {
     let partial = layer.with_extension("partial");
     let file = BufWriter::new(std::fs::File::create(&partial).expect("create layer"));
     let gzip = flate2::write::GzEncoder::new(file, flate2::Compression::best());
-    let mut tar = tar::Builder::new(Hashing { hasher: Sha256::new(), inner: gzip });
+    let mut tar = tar::Builder::new(support::hashing(gzip));
     let size = gib << 30;
     let mut header = tar::Header::new_ustar();
     header.set_size(size);
@@ -64,7 +46,7 @@ fn bomb_layer(gib: u64) -> (PathBuf, String) {
     header.set_entry_type(tar::EntryType::Regular);
     tar.append_data(&mut header, "zeros", std::io::repeat(0).take(size)).expect("write tar");
     let hashing = tar.into_inner().expect("finish tar");
-    let diff_id = format!("sha256:{:x}", hashing.hasher.finalize());
+    let diff_id = format!("sha256:{:x}", hashing.hash.finalize());
     hashing.inner.finish().expect("finish gzip").flush().expect("flush layer");
     std::fs::rename(&partial, &layer).expect("rename layer");
     std::fs::write(&diff_id_file, &diff_id).expect("write diff id");

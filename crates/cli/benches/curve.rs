@@ -17,14 +17,14 @@
 
 mod support;
 
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use registry::{sha256_digest, Client, ClientConfig, Repository};
-use sha2::{Digest as _, Sha256};
+use sha2::Digest as _;
 use support::{measure, ChildRun};
 use testkit::registry::LocalRegistry;
 
@@ -40,35 +40,11 @@ struct Layer {
     size: u64,
 }
 
-/// A writer that hashes and counts what passes through it.
-struct Hashing<W> {
-    inner: W,
-    hash: Sha256,
-    count: u64,
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-fn hashing<W: Write>(inner: W) -> Hashing<W> {
-    Hashing { inner, hash: Sha256::new(), count: 0 }
-}
-
 /// Writes a gzip -1 tar layer of about `target` compressed bytes to `path`.
 fn generate(path: &Path, seed: u64, target: u64) -> Layer {
     let file = BufWriter::with_capacity(1 << 20, std::fs::File::create(path).expect("create layer"));
-    let gzip = flate2::write::GzEncoder::new(hashing(file), flate2::Compression::new(1));
-    let mut tar = tar::Builder::new(hashing(gzip));
+    let gzip = flate2::write::GzEncoder::new(support::hashing(file), flate2::Compression::new(1));
+    let mut tar = tar::Builder::new(support::hashing(gzip));
     let mut rng = testkit::Rng::new(seed);
     let mut data = vec![0u8; FILE_SIZE];
     let mut n = 0;

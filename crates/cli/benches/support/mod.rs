@@ -135,3 +135,28 @@ pub fn run_self(args: &[&str]) {
         .expect("run the pusher");
     assert!(status.success(), "{args:?} failed");
 }
+
+/// A writer that hashes (sha256) and counts what passes through it on its way to `inner`: a layer's
+/// digest and size, or its tar's diff id.
+pub struct Hashing<W> {
+    pub inner: W,
+    pub hash: sha2::Sha256,
+    pub count: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        sha2::Digest::update(&mut self.hash, &buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+pub fn hashing<W: std::io::Write>(inner: W) -> Hashing<W> {
+    Hashing { inner, hash: sha2::Digest::new(), count: 0 }
+}

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-/// Why `crate::plan::plan` skips an event.
+/// Why the plan (`plan.rs`) skips an event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SkipReason {
     /// Not an ECR image, replication or pull through cache action.

@@ -8,7 +8,8 @@
 //! * `soci-indexer ztoc LAYER -o OUT` (build and encode),
 //! * `soci-indexer create` of a one-layer image of it in a local registry (build, encode, push),
 //!
-//! and prints each against the zTOC's size. Target: peak <= 1.3 x the zTOC + 40 MiB, which holds the
+//! and prints each against the zTOC's size. `SOCI_BENCH_BIN=PATH` measures another build of the CLI
+//! (the static musl one of `infra/release.sh`: its C library's `calloc` differs from glibc's). Target: peak <= 1.3 x the zTOC + 40 MiB, which holds the
 //! checkpoints about once (the builder's blob is freed as the encoder copies it).
 
 // support::measure uses wait4: the one way to read the peak RSS of exactly one child process.
@@ -68,8 +69,15 @@ fn push_bomb(host: &str, layer: &Path, diff_id: String) {
     runtime.block_on(push_layers(&support::local_client(), &repo, vec![layer], "bomb"));
 }
 
+/// The binary measured: this build's, or `SOCI_BENCH_BIN` (a release binary, such as the static musl
+/// CLI of `infra/release.sh`, whose C library allocates otherwise).
+fn binary() -> PathBuf {
+    std::env::var_os("SOCI_BENCH_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_soci-indexer")), PathBuf::from)
+}
+
 fn run(args: &[&str]) -> ChildRun {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_soci-indexer"));
+    let mut cmd = Command::new(binary());
     cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
     measure(cmd)
 }
@@ -99,7 +107,7 @@ fn main() {
     // The bomb is smaller than the default --min-layer-size (10 MiB): that is part of what makes it one.
     let create =
         run(&["create", &image, "--plain-http", "--force", "--no-ztoc-cache", "--min-layer-size", "0"]);
-    let status = Command::new(env!("CARGO_BIN_EXE_soci-indexer"))
+    let status = Command::new(binary())
         .args(["status", &image, "--plain-http", "--json"])
         .output()
         .expect("run status");
@@ -110,6 +118,7 @@ fn main() {
     let ztoc_mib = mib(ztoc_bytes as f64);
     let target = 1.3 * ztoc_mib + 40.0;
     let layer_mb = std::fs::metadata(&layer).expect("layer").len() as f64 / 1e6;
+    println!("{}", binary().display());
     println!("layer: {layer_mb:.1} MB gzip, {gib} GiB inflated; zTOC {ztoc_mib:.1} MiB");
     for (what, child) in [("ztoc", &ztoc), ("create", &create)] {
         let peak = child.max_rss_kib as f64 / 1024.0;

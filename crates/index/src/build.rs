@@ -203,7 +203,7 @@ async fn build_layer<R: Registry>(
     let digest = ztoc::sha256_digest(&bytes);
     let ztoc_size = bytes.len() as u64;
     registry
-        .push_blob(&digest, Bytes::from(bytes))
+        .push_blob(&digest, Bytes::from_owner(bytes))
         .await
         .map_err(|source| layer_error(LayerError::Push { digest: digest.clone(), source }))?;
     let entry = ZtocEntry {
@@ -244,7 +244,7 @@ fn build_blocking(
 
 /// A zTOC encoded for pushing; the model it came from is already dropped (one copy in memory).
 struct Encoded {
-    bytes: Vec<u8>,
+    bytes: ztoc::codec::EncodedZtoc,
     entries: usize,
     spans: usize,
 }

@@ -28,12 +28,17 @@ use crate::zinfo::{GzipZinfo, TarZinfo, ZinfoError};
 #[rustfmt::skip]
 #[path = "fbs/mod.rs"]
 mod fbs;
+mod pages;
 mod write;
 
 use fbs::zinfo_generated::zinfo as fb_zinfo;
 use fbs::ztoc_reader_generated::ztoc as fb;
+pub use pages::EncodedZtoc;
+use pages::ZeroPages;
 pub use write::write_tar_zinfo;
-use write::{checkpoint_parts, write_ztoc, ztoc_parts, CheckpointBytes, CheckpointParts};
+use write::{
+    checkpoint_parts, estimated_size, write_ztoc, write_ztoc_in, ztoc_parts, CheckpointBytes, CheckpointParts,
+};
 
 /// `CompressionAlgorithm.Gzip`, the schema default: soci never writes it.
 const ALGORITHM_GZIP: i8 = fb::CompressionAlgorithm::Gzip.0;
@@ -132,10 +137,11 @@ pub fn encode(ztoc: &Ztoc) -> Vec<u8> {
     write_ztoc(ztoc_parts(ztoc, checkpoint_parts(ztoc)))
 }
 
-/// [`encode`], taking the zTOC: its checkpoint blob is freed as it is copied into the flatbuffer, so
-/// a zTOC made mostly of checkpoints (a gzip bomb: a 32 KiB window per span) is held about once at
-/// its peak instead of twice. The bytes are [`encode`]'s.
-pub fn encode_owned(mut ztoc: Ztoc) -> Vec<u8> {
+/// [`encode`], taking the zTOC: its checkpoint blob is freed as it is copied into the flatbuffer, and
+/// the flatbuffer's buffer takes memory only as it is written, so a zTOC made mostly of checkpoints (a
+/// gzip bomb: a 32 KiB window per span) is held about once at its peak instead of twice. The bytes are
+/// [`encode`]'s.
+pub fn encode_owned(mut ztoc: Ztoc) -> EncodedZtoc {
     // The model's zinfo is taken out whole; `ztoc_parts` reads nothing of it, only `checkpoints`.
     let zinfo = std::mem::replace(
         &mut ztoc.compression_info.zinfo,
@@ -148,7 +154,10 @@ pub fn encode_owned(mut ztoc: Ztoc) -> Vec<u8> {
         }
         Zinfo::Tar(zinfo) => CheckpointParts::of_tar(&zinfo),
     };
-    write_ztoc(ztoc_parts(&ztoc, checkpoints))
+    let parts = ztoc_parts(&ztoc, checkpoints);
+    let builder = flatbuffers::FlatBufferBuilder::new_in(ZeroPages::new(estimated_size(&parts)));
+    let (pages, start) = write_ztoc_in(parts, builder).collapse_in();
+    EncodedZtoc::new(pages, start)
 }
 
 /// Reads and verifies a zTOC. Any input gives `Ok` or `Err`, never a panic.
@@ -340,7 +349,7 @@ mod tests {
             let ztoc = decode(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert_estimate_fits(&ztoc, bytes.len());
             assert!(encode(&ztoc) == bytes, "{} does not re-encode to the same bytes", path.display());
-            assert!(encode_owned(ztoc) == bytes, "{}: encode_owned differs from encode", path.display());
+            assert!(*encode_owned(ztoc) == bytes[..], "{}: encode_owned differs from encode", path.display());
         }
     }
 
@@ -352,10 +361,10 @@ mod tests {
             CompressionInfo { span_digests: digests(100), zinfo: Zinfo::Gzip(gzip_zinfo(100)) };
         assert!(ztoc.compression_info.zinfo.span_count() * WINDOW_SIZE > 3 * RELEASE_STEP);
         let bytes = encode(&ztoc);
-        assert!(encode_owned(ztoc.clone()) == bytes);
+        assert!(*encode_owned(ztoc.clone()) == bytes[..]);
         assert_eq!(decode(&bytes).unwrap(), ztoc);
         // The checkpoints of an uncompressed layer are written, not taken.
-        assert_eq!(encode_owned(tar_ztoc()), encode(&tar_ztoc()));
+        assert_eq!(*encode_owned(tar_ztoc()), encode(&tar_ztoc())[..]);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The zTOC writer: lays out a flatbuffer in exactly the order soci's Go builder does (`ztocToFlatbuffer`),
 //! byte for byte, and takes a checkpoint blob it owns without holding it twice.
 
-use flatbuffers::{FlatBufferBuilder, TableFinishedWIPOffset, WIPOffset};
+use flatbuffers::{Allocator, FlatBufferBuilder, TableFinishedWIPOffset, WIPOffset};
 
 use super::{fb, fb_zinfo, ALGORITHM_GZIP, ALGORITHM_UNCOMPRESSED};
 use crate::model::{FileMetadata, PaxRecord, Zinfo, Ztoc};
@@ -88,7 +88,8 @@ pub(super) const RELEASE_STEP: usize = 1 << 20;
 
 /// Yields a blob's bytes last to first, the order the builder writes a vector in, and gives the memory
 /// behind them back every [`RELEASE_STEP`] bytes (a shrinking `realloc` of a large block unmaps its tail,
-/// with glibc and musl alike), so the blob shrinks as the flatbuffer grows.
+/// with glibc and musl alike), so the blob shrinks as the flatbuffer grows (into pages that take memory
+/// only as they are written: `pages.rs`).
 pub(super) struct ReleasedFromBack {
     pub(super) bytes: Vec<u8>,
     /// Bytes already taken from the front (the builder takes none; the iterator contract wants it).
@@ -189,8 +190,20 @@ impl AsEntryParts for FileMetadata {
 /// Builds the zTOC flatbuffer in soci's order (the byte identity part of the repository's `docs/soci-format.md`). Every string is created with
 /// `create_byte_string`, which lays out bytes exactly like Go's `CreateString` (length, bytes, NUL).
 pub(super) fn write_ztoc<E: AsEntryParts>(parts: ZtocParts<'_, E>) -> Vec<u8> {
-    let mut builder = FlatBufferBuilder::with_capacity(estimated_size(&parts));
+    let builder = FlatBufferBuilder::with_capacity(estimated_size(&parts));
+    // The builder fills its buffer from the back: move the data to the front in place rather than
+    // copying it into a second buffer.
+    let (mut buffer, start) = write_ztoc_in(parts, builder).collapse();
+    buffer.drain(..start);
+    buffer.shrink_to_fit();
+    buffer
+}
 
+/// [`write_ztoc`] into `builder`'s buffer, which it returns finished (the data at its end).
+pub(super) fn write_ztoc_in<'fbb, E: AsEntryParts, A: Allocator>(
+    parts: ZtocParts<'_, E>,
+    mut builder: FlatBufferBuilder<'fbb, A>,
+) -> FlatBufferBuilder<'fbb, A> {
     let version = builder.create_byte_string(parts.version.as_bytes());
     let build_tool_identifier = builder.create_byte_string(parts.build_tool_identifier.as_bytes());
 
@@ -243,18 +256,12 @@ pub(super) fn write_ztoc<E: AsEntryParts>(parts: ZtocParts<'_, E>) -> Vec<u8> {
     builder.push_slot_always(fb::Ztoc::VT_COMPRESSION_INFO, info);
     let root = builder.end_table(root);
     builder.finish_minimal(root);
-
-    // The builder fills its buffer from the back: move the data to the front in place rather than
-    // copying it into a second buffer.
-    let (mut buffer, start) = builder.collapse();
-    buffer.drain(..start);
-    buffer.shrink_to_fit();
-    buffer
+    builder
 }
 
 /// One `FileMetadata` table with its strings and PAX records (`prepareMetadataOffset`).
-fn write_entry(
-    builder: &mut FlatBufferBuilder<'_>,
+fn write_entry<A: Allocator>(
+    builder: &mut FlatBufferBuilder<'_, A>,
     entry: &EntryParts<'_>,
     xattr_offsets: &mut Vec<WIPOffset<TableFinishedWIPOffset>>,
 ) -> WIPOffset<TableFinishedWIPOffset> {
@@ -296,8 +303,8 @@ fn write_entry(
 }
 
 /// A vector of table offsets in the given order; like Go, it prepends them last to first.
-pub(super) fn write_offset_vector<'fbb>(
-    builder: &mut FlatBufferBuilder<'fbb>,
+pub(super) fn write_offset_vector<'fbb, A: Allocator>(
+    builder: &mut FlatBufferBuilder<'fbb, A>,
     offsets: &[WIPOffset<TableFinishedWIPOffset>],
 ) -> WIPOffset<flatbuffers::Vector<'fbb, WIPOffset<TableFinishedWIPOffset>>> {
     builder.start_vector::<WIPOffset<TableFinishedWIPOffset>>(offsets.len());

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's test command: formatting, lints, then every test of the workspace.
+# The project's test command: formatting, lints, the API docs, then every test of the workspace.
 # Run from anywhere; CI (.ci/run) runs exactly this after installing what a fresh machine lacks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,9 @@ cargo fmt --all -- --check
 
 echo "==> cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "==> cargo doc --workspace --no-deps (warnings are errors: a public doc may not link to a private item)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 
 echo "==> cargo test --workspace"
 log=$(mktemp)

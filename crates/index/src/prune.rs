@@ -6,10 +6,11 @@
 //! * v1: a `sha256-<hex>` referrers tag whose subject manifest is gone: its SOCI index manifests, and the
 //!   tag's index when it lists nothing else (else it is rewritten without them, and the old one left).
 //!
-//! What may be deleted follows [`crate::ownership`]: never a digest another tag points at (then only our
-//! tag goes, where the registry can remove one tag, or nothing does). Decisions are made on one reading
-//! of the tags; right before each removal, the facts it rests on are read again (the image still gone,
-//! the SOCI tag still where it was): what changed in between is reported as superseded, not removed.
+//! What may be deleted follows `ownership.rs` (and the repository's `docs/deletion.md`): never a digest
+//! another tag points at (then only our tag goes, where the registry can remove one tag, or nothing
+//! does). Decisions are made on one reading of the tags; right before each removal, the facts it rests on
+//! are read again (the image still gone, the SOCI tag still where it was): what changed in between is
+//! reported as superseded, not removed.
 //! The tag-bearing index goes first, then what it referenced: a refusal or failure midway leaves
 //! unreferenced manifests at worst, never a visible index pointing at deleted ones.
 

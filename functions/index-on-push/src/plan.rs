@@ -6,7 +6,7 @@ use registry::Repository;
 use crate::config::Config;
 use crate::ecr;
 use crate::event::{self, EcrEvent};
-pub use crate::skip::SkipReason;
+use crate::skip::SkipReason;
 
 /// The decision for one event.
 #[derive(Clone, Debug, PartialEq, Eq)]

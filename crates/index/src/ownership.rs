@@ -128,7 +128,7 @@ pub(crate) enum Removal {
 }
 
 /// Tags as a reason names them.
-fn owned(tags: Vec<&str>) -> Vec<String> {
+pub(crate) fn owned(tags: Vec<&str>) -> Vec<String> {
     tags.into_iter().map(str::to_owned).collect()
 }
 

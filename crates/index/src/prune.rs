@@ -24,7 +24,7 @@ pub use crate::fallback::fallback_subject;
 use crate::media;
 use crate::oci::{Descriptor, Index};
 use crate::ownership::{self, current_digests, delete_in_order, plan_removal, Removal, TagView};
-pub use crate::reasons::KeepReason;
+use crate::reasons::KeepReason;
 use crate::registry::Registry;
 
 /// What kind of SOCI output an orphan is.
@@ -296,9 +296,7 @@ async fn v1_orphan<R: Registry>(
     }
     let shared = view.tags_of(&fetched.digest, going);
     if !shared.is_empty() {
-        return Ok(Err(KeepReason::ReferrersIndexAlsoTagged {
-            tags: shared.into_iter().map(str::to_owned).collect(),
-        }));
+        return Ok(Err(KeepReason::ReferrersIndexAlsoTagged { tags: ownership::owned(shared) }));
     }
     // Listing other artifacts too, the index is not ours alone: it is rewritten without our entries,
     // and the old one is left (untagged) rather than deleted.

@@ -8,9 +8,10 @@
 //! * `soci-indexer ztoc LAYER -o OUT` (build and encode),
 //! * `soci-indexer create` of a one-layer image of it in a local registry (build, encode, push),
 //!
-//! and prints each against the zTOC's size. `SOCI_BENCH_BIN=PATH` measures another build of the CLI
-//! (the static musl one of `infra/release.sh`: its C library's `calloc` differs from glibc's). Target: peak <= 1.3 x the zTOC + 40 MiB, which holds the
-//! checkpoints about once (the builder's blob is freed as the encoder copies it).
+//! and prints each against the zTOC's size. Target: peak <= 1.3 x the zTOC + 40 MiB, which holds the
+//! checkpoints about once (the builder's blob is freed as the encoder copies it, into pages paid for as
+//! they are written). `SOCI_BENCH_BIN=PATH` measures another build of the CLI (the static musl one of
+//! `infra/release.sh`: its C library's `calloc` differs from glibc's).
 
 // support::measure uses wait4: the one way to read the peak RSS of exactly one child process.
 #![allow(unsafe_code)]

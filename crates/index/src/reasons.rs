@@ -96,7 +96,8 @@ impl fmt::Display for TagSkipReason {
             TagSkipReason::ReferrersTag => f.write_str("SOCI output (a referrers fallback tag)"),
             TagSkipReason::NoFilterMatches => f.write_str("matches no filter"),
             TagSkipReason::Archived => f.write_str(
-                "archived: the registry keeps the image but does not serve it until it is restored (not indexed)",
+                "archived: the registry keeps the image but does not serve it until it is restored (not \
+                 indexed)",
             ),
             TagSkipReason::NothingEligible => f.write_str("nothing to index: no layer is eligible"),
             TagSkipReason::Superseded { by } => write!(
@@ -231,12 +232,16 @@ mod tests {
                 "its zTOC would be larger than 262144 bytes (the --max-ztoc-size limit): a gzip bomb, or a \
                  layer too big for this memory",
             ),
-            (TagSkipReason::SociOutput { suffix: "-soci".into() }.to_string(), "SOCI output (ends with -soci)"),
+            (
+                TagSkipReason::SociOutput { suffix: "-soci".into() }.to_string(),
+                "SOCI output (ends with -soci)",
+            ),
             (TagSkipReason::ReferrersTag.to_string(), "SOCI output (a referrers fallback tag)"),
             (TagSkipReason::NoFilterMatches.to_string(), "matches no filter"),
             (
                 TagSkipReason::Archived.to_string(),
-                "archived: the registry keeps the image but does not serve it until it is restored (not indexed)",
+                "archived: the registry keeps the image but does not serve it until it is restored (not \
+                 indexed)",
             ),
             (TagSkipReason::NothingEligible.to_string(), "nothing to index: no layer is eligible"),
             (
@@ -274,8 +279,12 @@ mod tests {
                 "superseded: app:v1 exists again (pushed while this ran)",
             ),
             (
-                KeepReason::TagMoved { tag: "v1-soci".into(), now: "sha256:cd".into(), was: "sha256:ab".into() }
-                    .to_string(),
+                KeepReason::TagMoved {
+                    tag: "v1-soci".into(),
+                    now: "sha256:cd".into(),
+                    was: "sha256:ab".into(),
+                }
+                .to_string(),
                 "superseded: v1-soci moved to sha256:cd while this ran (was sha256:ab)",
             ),
             (

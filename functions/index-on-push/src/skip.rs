@@ -119,36 +119,46 @@ impl fmt::Display for SkipReason {
             SkipReason::NotReplicate { action_type } => {
                 write!(f, "replication action-type {action_type:?}, not REPLICATE")
             }
-            SkipReason::UnknownAction { action_type } => write!(f, "action-type {action_type:?}, not PUSH or DELETE"),
+            SkipReason::UnknownAction { action_type } => {
+                write!(f, "action-type {action_type:?}, not PUSH or DELETE")
+            }
             SkipReason::UnknownStorageClass { class } => write!(
                 f,
-                "action-type \"UPDATE_STORAGE_CLASS\" with target-storage-class {class:?}, neither ARCHIVE nor \
-                 STANDARD: not PUSH or DELETE either"
+                "action-type \"UPDATE_STORAGE_CLASS\" with target-storage-class {class:?}, neither \
+                 ARCHIVE nor STANDARD: not PUSH or DELETE either"
             ),
             SkipReason::Archived => f.write_str(
-                "archived (target-storage-class ARCHIVE): ECR keeps the image but answers 404 to its pull until \
-                 it is restored; nothing to index and nothing written (its SOCI index stays, for when it is \
-                 restored)",
+                "archived (target-storage-class ARCHIVE): ECR keeps the image but answers 404 to its pull \
+                 until it is restored; nothing to index and nothing written (its SOCI index stays, for when \
+                 it is restored)",
             ),
             SkipReason::NoRepositoryName => f.write_str("the event has no repository-name"),
-            SkipReason::NoLifecycleRepositoryName => f.write_str("the lifecycle policy event has no repositoryName"),
+            SkipReason::NoLifecycleRepositoryName => {
+                f.write_str("the lifecycle policy event has no repositoryName")
+            }
             SkipReason::NoImage => f.write_str("the event has neither image-digest nor image-tag"),
             SkipReason::SociIndexArtifact { artifact } => {
                 write!(f, "a SOCI index manifest (artifact type {artifact}), not an image to index")
             }
-            SkipReason::NotImageManifest { media_type } => write!(f, "not an image: manifest media type {media_type}"),
-            SkipReason::NotImageArtifact { artifact } => write!(f, "not an image: an artifact of type {artifact}"),
+            SkipReason::NotImageManifest { media_type } => {
+                write!(f, "not an image: manifest media type {media_type}")
+            }
+            SkipReason::NotImageArtifact { artifact } => {
+                write!(f, "not an image: an artifact of type {artifact}")
+            }
             SkipReason::TagTooLong { length } => {
                 write!(f, "image-tag is {length} characters long: {}", registry::TAG_RULE)
             }
-            SkipReason::InvalidTag { tag } => write!(f, "image-tag {tag:?} is not a valid tag: {}", registry::TAG_RULE),
+            SkipReason::InvalidTag { tag } => {
+                write!(f, "image-tag {tag:?} is not a valid tag: {}", registry::TAG_RULE)
+            }
             SkipReason::OwnSuffix { tag, suffix } => {
                 write!(f, "tag {tag:?} ends with the SOCI tag suffix {suffix:?}: soci-indexer's own output")
             }
             SkipReason::OwnReferrersTag { tag } => write!(
                 f,
-                "tag {tag:?} is a referrers tag-schema index (how v1 SOCI indexes are listed without a referrers \
-                 API): soci-indexer's own output"
+                "tag {tag:?} is a referrers tag-schema index (how v1 SOCI indexes are listed without a \
+                 referrers API): soci-indexer's own output"
             ),
             SkipReason::RepositoryNotSelected { name } => {
                 write!(f, "repository {name} matches no filter of SOCI_FILTERS")
@@ -161,7 +171,9 @@ impl fmt::Display for SkipReason {
             SkipReason::RestoreWithoutDigest => {
                 f.write_str("the restore event has no image-digest: its tags cannot be found")
             }
-            SkipReason::InvalidDigest { digest } => write!(f, "image-digest {digest:?} is not a sha256 digest"),
+            SkipReason::InvalidDigest { digest } => {
+                write!(f, "image-digest {digest:?} is not a sha256 digest")
+            }
             SkipReason::InvalidRepository { name, error } => write!(f, "repository-name {name:?}: {error}"),
         }
     }

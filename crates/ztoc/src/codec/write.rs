@@ -187,8 +187,9 @@ impl AsEntryParts for FileMetadata {
     }
 }
 
-/// Builds the zTOC flatbuffer in soci's order (the byte identity part of the repository's `docs/soci-format.md`). Every string is created with
-/// `create_byte_string`, which lays out bytes exactly like Go's `CreateString` (length, bytes, NUL).
+/// Builds the zTOC flatbuffer in soci's order (the byte identity part of the repository's
+/// `docs/soci-format.md`). Every string is created with `create_byte_string`, which lays out bytes
+/// exactly like Go's `CreateString` (length, bytes, NUL).
 pub(super) fn write_ztoc<E: AsEntryParts>(parts: ZtocParts<'_, E>) -> Vec<u8> {
     let builder = FlatBufferBuilder::with_capacity(estimated_size(&parts));
     // The builder fills its buffer from the back: move the data to the front in place rather than
